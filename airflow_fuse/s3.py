@@ -1,0 +1,93 @@
+"""The boto3 client the stages use, and translation of S3 errors into messages a user can act on."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from airflow_fuse.errors import BadInputError, FuseError, PreconditionError
+
+# Adaptive retries back off on throttling (SlowDown, 503) and share a token bucket across threads.
+CLIENT_CONFIG = Config(
+    retries={"max_attempts": 5, "mode": "adaptive"},
+    connect_timeout=5,
+    read_timeout=120,
+    max_pool_connections=64,
+)
+
+
+def make_client(
+    *, endpoint_url: str | None = None, region: str | None = None, max_pool_connections: int = 64
+) -> Any:
+    """An S3 client from the standard AWS credential chain (for the CLI; Airflow uses the hook's client)."""
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    session = boto3.session.Session(region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    config = CLIENT_CONFIG.merge(Config(max_pool_connections=max_pool_connections))
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def endpoint_of(client: Any) -> str:
+    return getattr(client.meta, "endpoint_url", "") or "the default AWS endpoint"
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def explain(exc: Exception, *, bucket: str, client: Any = None, conn_id: str | None = None,
+            action: str = "read") -> FuseError:
+    """Turn a botocore exception into a FuseError naming the bucket, connection and the fix."""
+    where = f"bucket {bucket!r}"
+    via = f" (connection {conn_id!r}" if conn_id else " ("
+    via += f"{', ' if conn_id else ''}endpoint {endpoint_of(client)})" if client is not None else ")"
+    if via == " ()":
+        via = ""
+    if isinstance(exc, FuseError):
+        return exc
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError)):
+        return PreconditionError(
+            f"cannot reach the S3 endpoint {endpoint_of(client)} to {action} {where}{via}: check endpoint_url "
+            "in the connection extra (or --endpoint-url), and that the server is running and reachable"
+        )
+    if isinstance(exc, NoCredentialsError):
+        return PreconditionError(
+            f"no AWS credentials found to {action} {where}{via}: set login/password on the Airflow connection, "
+            "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a profile"
+        )
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchBucket",) or (status == 404 and code in ("404", "NotFound")):
+            return PreconditionError(
+                f"{where} does not exist{via}: check the bucket name in the table location, "
+                "and that the connection points at the right endpoint and region"
+            )
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+                    "AuthorizationHeaderMalformed"):
+            return PreconditionError(
+                f"the S3 server rejected the credentials ({code}) when trying to {action} {where}{via}: "
+                "fix the access key / secret in the connection (or the AWS credential chain)"
+            )
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            return PreconditionError(
+                f"access denied to {action} {where}{via}: grant s3:ListBucketVersions, s3:GetObjectVersion, "
+                "s3:GetBucketVersioning (and for a restore s3:PutObject, s3:DeleteObjectVersion) to these credentials"
+            )
+        if code in ("InvalidBucketName",):
+            return BadInputError(f"{where} is not a valid bucket name{via}")
+        message = exc.response.get("Error", {}).get("Message", "")
+        return FuseError(f"S3 error {code or status} while trying to {action} {where}{via}: {message}")
+    if isinstance(exc, BotoCoreError):
+        return FuseError(f"S3 client error while trying to {action} {where}{via}: {exc}")
+    return FuseError(f"unexpected error while trying to {action} {where}{via}: {exc}")
