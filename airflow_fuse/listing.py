@@ -67,15 +67,20 @@ def merge_page(page: dict) -> list[VersionEntry]:
     """The page's entries in listing order: keys in ascending order, each key's entries newest first.
 
     The current entry (``IsLatest``) comes first, then newest LastModified first. Entries with equal
-    timestamps keep the order of the raw XML, which is the true order on AWS and Ceph; moto writes
-    all versions before all markers, so there (and only for same-second entries) the order is a guess
-    that never changes which entry is current or which data version is newest.
+    timestamps keep the order of the raw XML, which is the true order on AWS and Ceph. moto writes
+    all versions before all markers, so there (and only for same-second entries) markers are taken
+    as newer: a guess that never changes which entry is current or which data version is newest.
     """
     versions = page.get("Versions") or []
     markers = page.get("DeleteMarkers") or []
     order = page.get(_ORDER_FIELD)
+    versions_first = [False] * len(versions) + [True] * len(markers)
     if order is None or len(order) != len(versions) + len(markers) or sum(order) != len(markers):
-        order = [False] * len(versions) + [True] * len(markers)
+        order = versions_first
+    # All versions before all markers is how moto writes every page: there the XML says nothing about
+    # same-second order, and a marker is taken as the newer entry. That errs towards removing a marker
+    # too many (no data) rather than leaving a marker on top of the version being brought back.
+    trusted = not (versions and markers and order == versions_first)
     entries: list[VersionEntry] = []
     vi = mi = 0
     for is_marker in order:
@@ -86,7 +91,10 @@ def merge_page(page: dict) -> list[VersionEntry]:
             entries.append(_entry(versions[vi], False))
             vi += 1
     # sorted() is stable: ties keep the XML order.
-    return sorted(entries, key=lambda e: (e.key, not e.is_latest, -e.last_modified.timestamp()))
+    if trusted:
+        return sorted(entries, key=lambda e: (e.key, not e.is_latest, -e.last_modified.timestamp()))
+    return sorted(entries, key=lambda e: (e.key, not e.is_latest, -e.last_modified.timestamp(),
+                                          not e.is_delete_marker))
 
 
 def _continuation(page: dict, entries: list[VersionEntry]) -> tuple[str | None, str | None]:

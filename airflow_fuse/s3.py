@@ -91,3 +91,25 @@ def explain(exc: Exception, *, bucket: str, client: Any = None, conn_id: str | N
     if isinstance(exc, BotoCoreError):
         return FuseError(f"S3 client error while trying to {action} {where}{via}: {exc}")
     return FuseError(f"unexpected error while trying to {action} {where}{via}: {exc}")
+
+
+class RequestCounter:
+    """Counts the S3 API calls a client makes, per operation (retries not included)."""
+
+    def __init__(self) -> None:
+        self.by_operation: dict[str, int] = {}
+
+    def attach(self, client: Any) -> RequestCounter:
+        client.meta.events.register("before-call.s3", self._count, unique_id=f"airflow-fuse-count-{id(self)}")
+        return self
+
+    def detach(self, client: Any) -> None:
+        client.meta.events.unregister("before-call.s3", unique_id=f"airflow-fuse-count-{id(self)}")
+
+    def _count(self, event_name: str = "", **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]
+        self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_operation.values())

@@ -26,7 +26,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ceph() -> S3Server:
+def start_ceph(attempts: int = 2) -> S3Server:
+    """Start a gateway; a start that fails (rarely: the OSD races the monitor) is retried once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_ceph()
+        except RuntimeError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_ceph() -> S3Server:
     if not ceph_available():
         raise RuntimeError(
             "Ceph RADOS Gateway is not installed: apt-get install -y --no-install-recommends "

@@ -1,0 +1,200 @@
+"""The stages end to end: precondition → inventory → layout → plan → restore → report.
+
+Both front doors (the Airflow operators and the ``airflow-fuse`` command) call ``scan`` and ``amend``;
+neither holds logic of its own. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from airflow_fuse.errors import BadInputError, PreconditionError
+from airflow_fuse.inventory import Inventory
+from airflow_fuse.layouts.base import Layout
+from airflow_fuse.layouts.prefix import PrefixLayout
+from airflow_fuse.location import TableLocation, parse_table_uri
+from airflow_fuse.plan import Plan, build_plan, load_plan, save_plan
+from airflow_fuse.reader import S3VersionReader
+from airflow_fuse.report import Report
+from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer
+from airflow_fuse.s3 import RequestCounter, explain
+from airflow_fuse.times import isoformat, parse_time
+from airflow_fuse.versioning import ENABLE_HINT, get_versioning_status
+
+log = logging.getLogger(__name__)
+FORMATS = ("auto", "prefix", "fuse")
+
+
+@dataclass
+class ScanOptions:
+    """What to scan and what counts as lost. Times are aware ISO 8601 strings or datetimes."""
+
+    table_format: str = "auto"
+    as_of: str | datetime | None = None
+    deleted_since: str | datetime | None = None
+    deleted_before: str | datetime | None = None
+    rollback_overwrites: bool = False
+    rollback_keys: list[str] = field(default_factory=list)
+    allow_bucket_root: bool = False
+    # fuse
+    table_prefix: str | None = None
+    snapshot_location: str | None = None
+    include_history: bool = False
+
+    def validated(self) -> dict[str, Any]:
+        if self.table_format not in FORMATS:
+            raise BadInputError(f"table_format {self.table_format!r} is not one of {', '.join(FORMATS)}")
+        as_of = parse_time(self.as_of, name="as_of")
+        since = parse_time(self.deleted_since, name="deleted_since")
+        before = parse_time(self.deleted_before, name="deleted_before", allow_future=True)
+        if as_of is not None and (since is not None or before is not None):
+            raise BadInputError("as_of cannot be combined with deleted_since/deleted_before: use as_of to bring the "
+                                "table back to a point in time, or the window to undo deletions made during it")
+        if since is not None and before is not None and since >= before:
+            raise BadInputError(f"deleted_since ({isoformat(since)}) must be before deleted_before "
+                                f"({isoformat(before)})")
+        if self.table_format == "fuse" and (as_of or since or before):
+            raise BadInputError("as_of / deleted_since / deleted_before select keys of a prefix table; a fuse "
+                                "table is restored to its current snapshot (choose one with snapshot_location)")
+        return {"as_of": as_of, "deleted_since": since, "deleted_before": before}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (isoformat(v) if isinstance(v, datetime) else v) for k, v in self.__dict__.items()
+                if v not in (None, False, [], "")}
+
+
+def _layout_for(table_format: str, options: ScanOptions, times: dict[str, Any]) -> Layout:
+    if table_format == "fuse":
+        from airflow_fuse.layouts.fuse import FuseLayout
+
+        return FuseLayout(table_prefix=options.table_prefix, snapshot_location=options.snapshot_location,
+                          include_history=options.include_history)
+    return PrefixLayout(as_of=times["as_of"], deleted_since=times["deleted_since"],
+                        deleted_before=times["deleted_before"], rollback_overwrites=options.rollback_overwrites,
+                        rollback_keys=frozenset(options.rollback_keys))
+
+
+def _detect_format(inventory: Inventory, options: ScanOptions, times: dict[str, Any]) -> str:
+    if options.snapshot_location or options.table_prefix:
+        return "fuse"
+    if any(times.values()):
+        return "prefix"
+    try:  # TEMP until the fuse layout lands
+        from airflow_fuse.layouts.fuse import detect
+    except ImportError:
+        return "prefix"
+
+    return "fuse" if detect(inventory) else "prefix"
+
+
+def check_versioning(client: Any, location: TableLocation, *, conn_id: str | None = None) -> str:
+    try:
+        status = get_versioning_status(client, location.bucket)
+    except Exception as exc:
+        raise explain(exc, bucket=location.bucket, client=client, conn_id=conn_id,
+                      action="read the versioning status of") from None
+    if status == "Disabled":
+        raise PreconditionError(
+            f"versioning was never enabled on bucket {location.bucket!r}: no older versions exist, so nothing "
+            f"under {location.uri} can be restored. {ENABLE_HINT.format(bucket=location.bucket)}")
+    if status == "Suspended":
+        log.warning("Versioning of bucket %s is Suspended: objects written while suspended have only a 'null' "
+                    "version and may be unrecoverable", location.bucket)
+    return status
+
+
+def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,
+         on_page: Callable[[int], None] | None = None) -> Plan:
+    """List the table prefix once, ask the layout what the table needs, and plan each key."""
+    options = options or ScanOptions()
+    times = options.validated()
+    location = parse_table_uri(table, allow_bucket_root=options.allow_bucket_root)
+    check_versioning(client, location, conn_id=conn_id)
+    started = time.monotonic()
+    try:
+        inventory = Inventory.sweep(client, location.bucket, location.prefix, on_page=on_page)
+    except Exception as exc:
+        raise explain(exc, bucket=location.bucket, client=client, conn_id=conn_id,
+                      action=f"list the versions under {location.prefix!r} in") from None
+    log.info("Listed %d keys (%d versions and delete markers) under %s in %d pages, %.1f s",
+             inventory.key_count, len(inventory), location.uri, inventory.pages, time.monotonic() - started)
+    table_format = options.table_format
+    if table_format == "auto":
+        table_format = _detect_format(inventory, options, times)
+        log.info("Detected table format %r under %s", table_format, location.uri)
+    layout = _layout_for(table_format, options, times)
+    reader = S3VersionReader(client, location.bucket, conn_id=conn_id)
+    result = layout.needed(inventory, reader)
+    plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
+    plan.info["metadata_reads"] = reader.requests
+    return plan
+
+
+@dataclass
+class AmendOptions:
+    strategy: str = "auto"
+    dry_run: bool = False
+    max_workers: int = 16
+    multipart_threshold: int = MULTIPART_THRESHOLD
+    plan_uri: str | None = None  # where the plan (the undo manifest) is saved before any change
+    report_uri: str | None = None
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise BadInputError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+
+
+def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = None,
+          scan_options: ScanOptions | None = None, options: AmendOptions | None = None,
+          conn_id: str | None = None, progress: Callable[[int, int, int], None] | None = None,
+          on_page: Callable[[int], None] | None = None) -> Report:
+    """Scan (or load a plan), save the plan, restore, report: the one-call ``SYSTEM$FUSE_AMEND``."""
+    options = options or AmendOptions()
+    options.validate()
+    if (table is None) == (plan is None):
+        raise BadInputError("give either table= (scan it now) or plan= (apply a saved plan), not both or neither")
+    counter = RequestCounter().attach(client)
+    started = time.monotonic()
+    try:
+        plan_location = None
+        if plan is None:
+            assert table is not None
+            the_plan = scan(client, table, scan_options, conn_id=conn_id, on_page=on_page)
+        elif isinstance(plan, Plan):
+            the_plan = plan
+        else:
+            the_plan = load_plan(plan, client=client)
+            plan_location = plan
+            check_versioning(client, the_plan.location, conn_id=conn_id)
+        if options.plan_uri:
+            # Written before the first change: it lists every delete marker that will be removed.
+            plan_location = save_plan(the_plan, options.plan_uri, client=client)
+        restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
+                            multipart_threshold=options.multipart_threshold, progress=progress)
+        result = restorer.dry_run() if options.dry_run else restorer.run()
+        report = Report(the_plan, result, requests=dict(counter.by_operation), seconds=time.monotonic() - started,
+                        plan_location=plan_location)
+        if options.report_uri:
+            report.save(options.report_uri, client=client)
+        return report
+    finally:
+        counter.detach(client)
+
+
+def scan_report(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,
+                plan_uri: str | None = None, on_page: Callable[[int], None] | None = None) -> Report:
+    """A scan only (nothing written to the table): the plan, and where it was saved."""
+    counter = RequestCounter().attach(client)
+    started = time.monotonic()
+    try:
+        plan = scan(client, table, options, conn_id=conn_id, on_page=on_page)
+        location = save_plan(plan, plan_uri, client=client) if plan_uri else None
+        return Report(plan, None, requests=dict(counter.by_operation), seconds=time.monotonic() - started,
+                      plan_location=location)
+    finally:
+        counter.detach(client)

@@ -1,0 +1,140 @@
+"""Report: what was found and done, per key and in total; a table for the log, a small XCom summary."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from airflow_fuse.plan import Plan, write_document
+from airflow_fuse.restore import RestoreResult
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@dataclass
+class Report:
+    plan: Plan
+    restore: RestoreResult | None = None
+    requests: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    location: str | None = None  # where the full report was written
+    plan_location: str | None = None
+
+    # totals ---------------------------------------------------------------------------------------
+    @property
+    def unrecoverable(self) -> int:
+        return self.plan.counts()["unrecoverable"]
+
+    @property
+    def failed(self) -> int:
+        return 0 if self.restore is None else len(self.restore.failed)
+
+    @property
+    def remaining(self) -> int:
+        """Keys the table needs that are still not whole after this run."""
+        if self.restore is None or self.restore.dry_run:
+            return len(self.plan.actionable()) + self.unrecoverable
+        not_done = sum(1 for o in self.restore.outcomes if o.result in ("failed", "changed since scan"))
+        return not_done + self.unrecoverable
+
+    def summary(self) -> dict[str, Any]:
+        """Small (well under 64 KB) and free of secrets: for XCom and --json."""
+        out: dict[str, Any] = {**self.plan.summary()}
+        out["tables"] = [{k: v for k, v in t.items() if k != "indexes"} for t in self.plan.tables[:20]]
+        if self.plan.info:
+            out["info"] = {k: v for k, v in list(self.plan.info.items())[:20]}
+        if self.restore is not None:
+            results = Counter(o.result for o in self.restore.outcomes)
+            out["dry_run"] = self.restore.dry_run
+            out["strategy"] = self.restore.strategy
+            out["results"] = dict(sorted(results.items()))
+            out["restored"] = results.get("undeleted", 0) + results.get("copied", 0)
+            out["bytes_restored"] = sum(o.size for o in self.restore.outcomes if o.result in ("undeleted", "copied"))
+            out["failed"] = results.get("failed", 0)
+            out["first_failures"] = [{"key": o.key, "detail": o.detail[:300]} for o in self.restore.failed[:5]]
+        out["first_unrecoverable"] = [{"key": i.key, "reason": i.reason[:300]}
+                                      for i in self.plan.items if i.status == "unrecoverable"][:5]
+        out["remaining"] = self.remaining
+        out["requests"] = dict(sorted(self.requests.items()))
+        out["requests_total"] = sum(self.requests.values())
+        out["seconds"] = round(self.seconds, 3)
+        out["report"] = self.location
+        out["plan"] = self.plan_location
+        return out
+
+    def rows(self) -> list[dict[str, Any]]:
+        outcomes = {o.key: o for o in self.restore.outcomes} if self.restore else {}
+        rows = []
+        for item in self.plan.items:
+            o = outcomes.get(item.key)
+            rows.append({
+                "key": item.key, "kind": item.kind, "status": item.status, "action": o.action if o else item.action,
+                "version_id": item.version_id, "size": item.size, "reason": item.reason,
+                "result": o.result if o else "", "detail": o.detail if o else "",
+                "delete_markers_removed": list(o.markers_removed) if o else [],
+                "new_version_id": o.new_version_id if o else "",
+            })
+        return rows
+
+    # rendering ------------------------------------------------------------------------------------
+    def render(self, *, max_rows: int = 40) -> str:
+        s = self.summary()
+        lines = [f"airflow-fuse report for {s['table']} (format {s['table_format']})"]
+        for table in self.plan.tables:
+            lines.append(f"  table {table.get('table_root')}: snapshot {table.get('snapshot_key')} "
+                         f"(from {table.get('snapshot_source')}), {table.get('row_count')} rows, "
+                         f"{table.get('block_count')} blocks")
+        lines.append(f"  listed {s['keys_listed']} keys / {s['versions_listed']} versions and delete markers")
+        lines.append(f"  needed {s['needed']}: present {s['present']}, to restore {s['restore']}, "
+                     f"damaged {s['damaged']}, unrecoverable {s['unrecoverable']}; skipped {s['skipped']}")
+        if self.restore is not None:
+            verb = "would restore" if self.restore.dry_run else "restored"
+            count = len(self.plan.actionable()) if self.restore.dry_run else s["restored"]
+            size = self.plan.bytes_to_restore() if self.restore.dry_run else s["bytes_restored"]
+            lines.append(f"  {verb} {count} objects ({human_bytes(size)}) with strategy {s['strategy']}: "
+                         + ", ".join(f"{k} {v}" for k, v in s["results"].items()))
+        lines.append(f"  {s['requests_total']} S3 requests in {s['seconds']:.1f} s: "
+                     + ", ".join(f"{k} {v}" for k, v in s["requests"].items()))
+        shown = [r for r in self.rows() if r["status"] != "present"]
+        if shown:
+            width = min(max(len(r["key"]) for r in shown[:max_rows]), 70)
+            lines.append(f"  {'key':<{width}}  {'status':<13} {'action':<8} {'result':<18} reason / detail")
+            for r in shown[:max_rows]:
+                key = r["key"] if len(r["key"]) <= width else "…" + r["key"][-(width - 1):]
+                lines.append(f"  {key:<{width}}  {r['status']:<13} {r['action'] or '-':<8} {r['result'] or '-':<18} "
+                             f"{(r['detail'] or r['reason'])[:160]}")
+            if len(shown) > max_rows:
+                lines.append(f"  … and {len(shown) - max_rows} more rows in the full report")
+        if s["remaining"]:
+            lines.append(f"  NOT WHOLE: {s['remaining']} needed objects are still missing or damaged")
+        elif self.restore is not None and not self.restore.dry_run:
+            lines.append("  every object the table needs is present")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({"summary": self.summary(), "plan": self.plan.meta(), "rows": self.rows()},
+                          indent=1, default=str)
+
+    def to_parquet(self) -> bytes:
+        table = pa.Table.from_pylist(self.rows()).replace_schema_metadata(
+            {"airflow_fuse.report": json.dumps(self.summary(), default=str)})
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        return sink.getvalue()
+
+    def save(self, uri: str, *, client: Any = None) -> str:
+        self.location = uri
+        data = self.to_parquet() if uri.endswith(".parquet") else self.to_json().encode()
+        return write_document(uri, data, client=client, table=self.plan.location)

@@ -1,0 +1,276 @@
+"""Restore: apply a plan with server-side operations only (no data flows through the client).
+
+Safety rules, in the order they are applied:
+1. The bucket is listed again just before acting, and a key whose current entry is no longer the one
+   the plan saw is skipped as ``changed since scan`` (a key that already holds the wanted version is
+   ``already restored``): a second run, or two runs at once, converge on the same state.
+2. Only version ids that this fresh listing shows as *delete markers* are ever passed to
+   DeleteObjects. A version holding data is never deleted.
+3. A copy writes a new version on top; every older version stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+from airflow_fuse.errors import BadInputError
+from airflow_fuse.inventory import Inventory
+from airflow_fuse.plan import Plan, PlanItem
+from airflow_fuse.s3 import error_code
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "undelete", "copy")
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 entries
+MULTIPART_THRESHOLD = 5 * 1024**3  # CopyObject copies at most 5 GiB in one request
+# Codes meaning "you may not remove this marker" (bucket policy, Object Lock): copy instead under auto.
+DENIED_CODES = {"AccessDenied", "AccessDeniedException", "InvalidRequest", "MethodNotAllowed", "ObjectLocked"}
+ALREADY_GONE_CODES = {"NoSuchVersion", "NoSuchKey"}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one key of the plan."""
+
+    key: str
+    result: str  # undeleted | copied | already restored | changed since scan | failed | would undelete | would copy
+    action: str = ""
+    version_id: str = ""
+    size: int = 0
+    detail: str = ""
+    markers_removed: list[str] = field(default_factory=list)
+    new_version_id: str = ""
+
+
+@dataclass
+class RestoreResult:
+    strategy: str
+    dry_run: bool
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+    relist_pages: int = 0
+
+    def count(self, result: str) -> int:
+        return sum(1 for o in self.outcomes if o.result == result)
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.result == "failed"]
+
+
+ProgressCallback = Callable[[int, int, int], None]  # (keys done, keys total, bytes done)
+
+
+class _Progress:
+    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
+        self.total, self.done, self.bytes, self.callback = total, 0, 0, callback
+        self.lock = threading.Lock()
+
+    def add(self, keys: int, size: int) -> None:
+        with self.lock:
+            self.done += keys
+            self.bytes += size
+            if self.callback is not None:
+                self.callback(self.done, self.total, self.bytes)
+
+
+def _batches(items: list[tuple[PlanItem, list[str]]]) -> Iterator[list[tuple[PlanItem, list[str]]]]:
+    """Groups of keys whose markers fit one DeleteObjects call; a key's markers stay in one call."""
+    batch: list[tuple[PlanItem, list[str]]] = []
+    size = 0
+    for item, markers in items:
+        if batch and size + len(markers) > DELETE_BATCH:
+            yield batch
+            batch, size = [], 0
+        batch.append((item, markers))
+        size += len(markers)
+    if batch:
+        yield batch
+
+
+class Restorer:
+    """Applies one plan with a bounded thread pool."""
+
+    def __init__(self, client: Any, plan: Plan, *, strategy: str = "auto", max_workers: int = 16,
+                 multipart_threshold: int = MULTIPART_THRESHOLD, multipart_chunksize: int = 512 * 1024**2,
+                 progress: ProgressCallback | None = None) -> None:
+        if strategy not in STRATEGIES:
+            raise BadInputError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if not 1 <= int(max_workers) <= 256:
+            raise BadInputError(f"max_workers={max_workers} must be between 1 and 256")
+        self.client = client
+        self.plan = plan
+        self.strategy = strategy
+        self.max_workers = int(max_workers)
+        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold,
+                                              multipart_chunksize=min(multipart_chunksize, multipart_threshold),
+                                              max_concurrency=4, use_threads=True)
+        self.progress_callback = progress
+
+    # public ---------------------------------------------------------------------------------------
+    def dry_run(self) -> RestoreResult:
+        """What a restore would do. Makes no request at all."""
+        result = RestoreResult(self.strategy, dry_run=True)
+        for item in self.plan.actionable():
+            action = self._action_for(item)
+            result.outcomes.append(Outcome(item.key, f"would {action}" if action else "failed", action,
+                                           item.version_id, item.size,
+                                           "" if action else self._undelete_refusal(item),
+                                           markers_removed=list(item.delete_markers) if action == "undelete"
+                                           else []))
+        return result
+
+    def run(self) -> RestoreResult:
+        started = time.monotonic()
+        result = RestoreResult(self.strategy, dry_run=False)
+        work = self.plan.actionable()
+        if not work:
+            result.seconds = time.monotonic() - started
+            return result
+        fresh = Inventory.sweep(self.client, self.plan.bucket, self.plan.prefix)
+        result.relist_pages = fresh.pages
+        progress = _Progress(len(work), self.progress_callback)
+        undeletes: list[tuple[PlanItem, list[str]]] = []
+        copies: list[PlanItem] = []
+        for item in work:
+            outcome = self._recheck(item, fresh)
+            if outcome is not None:
+                result.outcomes.append(outcome)
+                progress.add(1, 0)
+                continue
+            action = self._action_for(item)
+            if not action:
+                result.outcomes.append(Outcome(item.key, "failed", item.action, item.version_id, item.size,
+                                               self._undelete_refusal(item)))
+                progress.add(1, 0)
+            elif action == "undelete":
+                history = fresh.history(item.key)
+                assert history is not None  # _recheck returned None, so the key is listed
+                above = history.above(item.version_id)
+                # Rule 2: only entries the fresh listing shows as delete markers.
+                if not above or not all(e.is_delete_marker for e in above):
+                    copies.append(item)
+                else:
+                    undeletes.append((item, [e.version_id for e in above]))
+            else:
+                copies.append(item)
+
+        lock = threading.Lock()
+
+        def record(outcome: Outcome) -> None:
+            with lock:
+                result.outcomes.append(outcome)
+            progress.add(1, outcome.size if outcome.result in ("undeleted", "copied") else 0)
+
+        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="fuse-restore") as pool:
+            pending: set[Future] = set()
+            for batch in _batches(undeletes):
+                pending.add(pool.submit(self._undelete_batch, batch))
+            for item in copies:
+                pending.add(pool.submit(self._copy, item))
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    value = future.result()
+                    for entry in value if isinstance(value, list) else [value]:
+                        if isinstance(entry, PlanItem):  # marker removal denied: copy instead
+                            pending.add(pool.submit(self._copy, entry, "marker removal denied; copied instead"))
+                        else:
+                            record(entry)
+        result.seconds = time.monotonic() - started
+        return result
+
+    # decisions ------------------------------------------------------------------------------------
+    def _action_for(self, item: PlanItem) -> str:
+        if self.strategy == "copy":
+            return "copy"
+        if self.strategy == "undelete" and item.action != "undelete":
+            return ""
+        return item.action
+
+    def _undelete_refusal(self, item: PlanItem) -> str:
+        return (f"strategy 'undelete' cannot restore this key: {item.reason or 'it needs a copy'} "
+                "(the wanted version is not the newest data version); use strategy 'auto' or 'copy'")
+
+    def _recheck(self, item: PlanItem, fresh: Inventory) -> Outcome | None:
+        history = fresh.history(item.key)
+        if history is None:
+            return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
+                           "the key is no longer listed (versions removed since the scan); scan again")
+        current = history.current
+        if current.version_id == item.version_id or (
+            item.action == "copy" and not current.is_delete_marker and current.version_id != item.current_version_id
+            and current.etag == self._etag_of(history, item.version_id) and current.size == item.size
+        ):
+            return Outcome(item.key, "already restored", item.action, item.version_id, 0,
+                           "the key already holds the wanted data")
+        if current.version_id != item.current_version_id:
+            return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
+                           f"current entry is now {current.version_id} "
+                           f"({'delete marker' if current.is_delete_marker else 'data'}), "
+                           f"the plan saw {item.current_version_id}; left alone, scan again")
+        if item.version_id not in {e.version_id for e in history.entries}:
+            return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
+                           f"version {item.version_id} is no longer listed (expired?); scan again")
+        return None
+
+    @staticmethod
+    def _etag_of(history: Any, version_id: str) -> str | None:
+        return next((e.etag for e in history.entries if e.version_id == version_id), None)
+
+    # S3 work --------------------------------------------------------------------------------------
+    def _undelete_batch(self, batch: list[tuple[PlanItem, list[str]]]) -> list[Outcome | PlanItem]:
+        objects = [{"Key": item.key, "VersionId": marker} for item, markers in batch for marker in markers]
+        try:
+            response = self.client.delete_objects(Bucket=self.plan.bucket,
+                                                  Delete={"Objects": objects, "Quiet": False})
+        except ClientError as exc:
+            errors = {(item.key, m): (error_code(exc), str(exc)) for item, markers in batch for m in markers}
+            response = {"Deleted": [], "Errors": [{"Key": k, "VersionId": v, "Code": c, "Message": msg}
+                                                  for (k, v), (c, msg) in errors.items()]}
+        errors_by_key: dict[str, list[dict]] = {}
+        for error in response.get("Errors") or []:
+            errors_by_key.setdefault(error.get("Key", ""), []).append(error)
+        out: list[Outcome | PlanItem] = []
+        for item, markers in batch:
+            errors = [e for e in errors_by_key.get(item.key, []) if e.get("Code") not in ALREADY_GONE_CODES]
+            if not errors:
+                out.append(Outcome(item.key, "undeleted", "undelete", item.version_id, item.size,
+                                   f"removed {len(markers)} delete marker(s)", markers_removed=markers))
+                continue
+            codes = sorted({str(e.get("Code")) for e in errors})
+            if self.strategy == "auto" and set(codes) <= DENIED_CODES:
+                out.append(item)
+            else:
+                hint = " (marker removal is denied by policy or Object Lock; use strategy 'auto' or 'copy')" \
+                    if set(codes) <= DENIED_CODES else ""
+                out.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
+                                   f"DeleteObjects refused: {', '.join(codes)}: {errors[0].get('Message', '')}{hint}"))
+        return out
+
+    def _copy(self, item: PlanItem, note: str = "") -> Outcome:
+        source = {"Bucket": self.plan.bucket, "Key": item.key, "VersionId": item.version_id}
+        try:
+            if item.size >= self.transfer_config.multipart_threshold:
+                # boto3's managed copy: UploadPartCopy in parallel parts, each server-side.
+                self.client.copy(source, self.plan.bucket, item.key, Config=self.transfer_config)
+                new_version = ""
+            else:
+                response = self.client.copy_object(Bucket=self.plan.bucket, Key=item.key, CopySource=source)
+                new_version = response.get("VersionId", "")  # Ceph does not return it
+        except ClientError as exc:
+            return Outcome(item.key, "failed", "copy", item.version_id, item.size,
+                           f"CopyObject of version {item.version_id} failed: {error_code(exc)}: {exc}")
+        except Exception as exc:  # s3transfer wraps errors of the multipart path
+            return Outcome(item.key, "failed", "copy", item.version_id, item.size,
+                           f"copy of version {item.version_id} failed: {exc}")
+        return Outcome(item.key, "copied", "copy", item.version_id, item.size, note, new_version_id=new_version)
