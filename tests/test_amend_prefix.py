@@ -317,3 +317,32 @@ def test_changed_since_scan_is_left_alone(s3, bucket):
     assert results == {"t/a": "changed since scan", "t/b": "undeleted"}
     assert read(s3, bucket, "t/a") == b"rewritten by the pipeline after the scan"
     assert timedelta(0) <= timedelta(seconds=report.seconds)
+
+
+def _deny_marker_removal(s3, bucket: str) -> None:
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "keep-history", "Effect": "Deny", "Principal": "*",
+                       "Action": ["s3:DeleteObjectVersion"], "Resource": [f"arn:aws:s3:::{bucket}/*"]}],
+    }))
+
+
+def test_marker_removal_denied_by_policy_falls_back_to_copy(ceph_server):
+    s3 = ceph_server.client()
+    bucket = new_bucket(s3)
+    objects = _table(5)
+    put_objects(s3, bucket, objects)
+    delete_keys(s3, bucket, list(objects))
+    _deny_marker_removal(s3, bucket)
+    before = all_versions(s3, bucket)
+
+    refused = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="undelete"))
+    assert refused.summary()["failed"] == 5
+    assert "denied" in refused.restore.failed[0].detail and "'copy'" in refused.restore.failed[0].detail
+    assert all_versions(s3, bucket) == before  # nothing changed
+
+    report = amend(s3, table=f"s3://{bucket}/t/")
+    assert report.summary()["results"] == {"copied": 5}
+    assert all("copied instead" in o.detail for o in report.restore.outcomes)
+    _assert_back(s3, bucket, objects)
+    assert set(before) <= set(all_versions(s3, bucket))  # markers and versions all kept

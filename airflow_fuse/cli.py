@@ -1,0 +1,183 @@
+"""``airflow-fuse``: the break-glass command line. Same stages as the operators; no running Airflow needed.
+
+Exit status: 0 = nothing left to restore (or, for scan and --dry-run, nothing unrecoverable); 2 = bad input
+or precondition (the message says which and what to do); 3 = unrecoverable objects remain; 1 = anything
+else (a key failed to restore, an unexpected error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from airflow_fuse import __version__
+from airflow_fuse.engine import FORMATS, AmendOptions, ScanOptions, amend, scan_report
+from airflow_fuse.errors import BadInputError, FuseError
+from airflow_fuse.report import Report, human_bytes
+from airflow_fuse.restore import STRATEGIES
+
+
+def _selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", help="the table location, s3://BUCKET/PREFIX/")
+    parser.add_argument("--format", dest="table_format", choices=FORMATS, default="auto",
+                        help="table layout (default: detect; 'fuse' for Databend tables, 'prefix' for any prefix)")
+    parser.add_argument("--as-of", help="bring keys back to the versions current at this time (ISO 8601 with zone)")
+    parser.add_argument("--deleted-since", help="only delete markers created at or after this time count")
+    parser.add_argument("--deleted-before", help="only delete markers created before this time count")
+    parser.add_argument("--rollback-overwrites", action="store_true",
+                        help="with --as-of, also roll back keys overwritten after that time (pointer files excepted)")
+    parser.add_argument("--table-prefix", help="fuse: amend only this table (<db_id>/<table_id>, e.g. 1/6)")
+    parser.add_argument("--snapshot-location", help="fuse: the current snapshot, as SHOW CREATE TABLE prints it")
+    parser.add_argument("--include-history", action="store_true",
+                        help="fuse: also restore the chain of previous snapshots (time travel)")
+    parser.add_argument("--allow-bucket-root", action="store_true", help="allow a table that is a whole bucket")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    _common(parser)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-url", help="S3 endpoint (default: AWS, or $AWS_ENDPOINT_URL)")
+    parser.add_argument("--region", help="AWS region (default: $AWS_DEFAULT_REGION or us-east-1)")
+    parser.add_argument("--aws-conn-id", help="use this Airflow connection instead of the AWS credential chain")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every stage")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airflow-fuse",
+        description="Bring back a table's lost objects from older versions in a versioned S3 bucket.",
+        epilog="exit status: 0 nothing left to restore, 2 bad input or precondition, 3 unrecoverable objects "
+               "remain, 1 anything else",
+    )
+    parser.add_argument("--version", action="version", version=f"airflow-fuse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    scan = sub.add_parser("scan", help="find what is missing or damaged and plan the restore (writes nothing)")
+    _selection(scan)
+    scan.add_argument("--plan-out", help="save the plan (.json or .parquet; local path or s3://)")
+    am = sub.add_parser("amend", help="restore the table's missing and damaged objects")
+    _selection(am)
+    am.add_argument("--plan", help="apply this saved plan instead of scanning (the table must match)")
+    am.add_argument("--plan-out", help="save the plan (the undo manifest) here before changing anything")
+    am.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                    help="auto: remove delete markers, copy where needed (default); undelete: markers only; "
+                         "copy: server-side copy of each version")
+    am.add_argument("--dry-run", action="store_true", help="show what would be done; write nothing")
+    am.add_argument("--workers", type=int, default=16, help="parallel requests (default 16)")
+    am.add_argument("--report", help="save the full report (.json or .parquet; local path or s3://)")
+    return parser
+
+
+def _client(args: argparse.Namespace) -> Any:
+    if args.aws_conn_id:
+        from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
+
+        return VersionedS3Hook(aws_conn_id=args.aws_conn_id, region_name=args.region).get_conn()
+    from airflow_fuse.s3 import make_client
+
+    return make_client(endpoint_url=args.endpoint_url, region=args.region,
+                       max_pool_connections=max(64, getattr(args, "workers", 16) + 8))
+
+
+class _Progress:
+    """A progress bar on a terminal, a line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+        self.listed = 0
+
+    def page(self, entries: int) -> None:
+        self.listed += entries
+        self._emit(f"listing: {self.listed} versions and delete markers")
+
+    def restore(self, done: int, total: int, size: int) -> None:
+        if self.tty:
+            width = 30
+            filled = int(width * done / max(total, 1))
+            self._emit(f"restoring [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({human_bytes(size)})",
+                       force=done == total)
+        else:
+            self._emit(f"restoring: {done}/{total} objects, {human_bytes(size)}", force=done == total)
+
+    def _emit(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if force or now - self.last > 0.1:
+                self.stream.write("\r" + text.ljust(78))
+                self.stream.flush()
+                self.last = now
+        elif force or now - self.last > 5:
+            self.stream.write(text + "\n")
+            self.last = now
+
+    def close(self) -> None:
+        if self.tty and self.last:
+            self.stream.write("\n")
+
+
+def _exit_status(report: Report) -> int:
+    if report.unrecoverable:
+        return 3
+    if report.restore is not None and not report.restore.dry_run and report.remaining:
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    progress = _Progress(sys.stderr)
+    options = ScanOptions(
+        table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
+        deleted_before=args.deleted_before, rollback_overwrites=args.rollback_overwrites,
+        allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
+        snapshot_location=args.snapshot_location, include_history=args.include_history,
+    )
+    try:
+        client = _client(args)
+        if args.command == "scan":
+            report = scan_report(client, args.table, options, conn_id=args.aws_conn_id, plan_uri=args.plan_out,
+                                 on_page=progress.page)
+        else:
+            from airflow_fuse.location import parse_table_uri
+            from airflow_fuse.plan import load_plan
+
+            plan: Any = None
+            table: str | None = args.table
+            if args.plan:
+                plan = load_plan(args.plan, client=client)
+                wanted = parse_table_uri(args.table, allow_bucket_root=args.allow_bucket_root)
+                if (plan.bucket, plan.prefix) != (wanted.bucket, wanted.prefix):
+                    raise BadInputError(
+                        f"plan {args.plan} is for {plan.location.uri}, not {wanted.uri}: scan this table again")
+                table = None
+            report = amend(
+                client, table=table, plan=plan, scan_options=options, conn_id=args.aws_conn_id,
+                options=AmendOptions(strategy=args.strategy, dry_run=args.dry_run, max_workers=args.workers,
+                                     plan_uri=args.plan_out, report_uri=args.report),
+                progress=progress.restore, on_page=progress.page,
+            )
+    except FuseError as exc:
+        progress.close()
+        print(f"airflow-fuse: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        progress.close()
+        print("airflow-fuse: interrupted; run the same command again: it re-checks every key", file=sys.stderr)
+        return 1
+    progress.close()
+    if args.json:
+        print(json.dumps(report.summary(), default=str))
+    else:
+        print(report.render())
+    return _exit_status(report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

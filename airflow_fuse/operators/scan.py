@@ -1,0 +1,102 @@
+"""``FuseScanOperator``: the missing-object scan. Lists the table once, plans each key, writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_fuse.engine import ScanOptions, scan_report
+from airflow_fuse.errors import BadInputError, FuseError, PreconditionError
+from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
+from airflow_fuse.operators._progress import LogProgress
+
+
+def fail_with(exc: FuseError) -> Exception:
+    """Bad input and preconditions fail at once (retrying cannot help); the rest may be retried."""
+    if isinstance(exc, (BadInputError, PreconditionError)):
+        return AirflowFailException(str(exc))
+    return exc
+
+
+class FuseScanOperator(BaseOperator):
+    """
+    Find which objects a table needs, which are missing or damaged, and which version brings each back.
+
+    Returns the plan summary (counts, bytes, the first unrecoverable keys) and, with ``plan_uri``, where
+    the full plan was saved for ``FuseAmendOperator(plan=...)``.
+
+    :param table: The table location, ``s3://bucket/prefix/`` (templated).
+    :param table_format: ``auto`` (detect), ``fuse`` (Databend) or ``prefix`` (every object under the prefix).
+    :param as_of: Prefix tables: bring keys back to the versions current at this aware ISO 8601 time.
+    :param deleted_since: Prefix tables: only delete markers created at or after this time count.
+    :param deleted_before: Prefix tables: only delete markers created before this time count.
+    :param rollback_overwrites: With ``as_of``, also roll back keys overwritten after it (never pointer files).
+    :param table_prefix: Fuse: only this table (``<db_id>/<table_id>``) under the location.
+    :param snapshot_location: Fuse: the current snapshot as ``SHOW CREATE TABLE`` prints it.
+    :param include_history: Fuse: also restore the chain of previous snapshots.
+    :param plan_uri: Save the plan here (``.json`` or ``.parquet``; local path or ``s3://``), outside the table.
+    :param fail_on_unrecoverable: Fail the task when objects the table needs cannot be recovered.
+    :param aws_conn_id: The Airflow connection used for AWS credentials and endpoint.
+    """
+
+    template_fields: Sequence[str] = ("table", "table_format", "as_of", "deleted_since", "deleted_before",
+                                      "table_prefix", "snapshot_location", "plan_uri", "aws_conn_id")
+    ui_color = "#e0ecf8"
+
+    def __init__(
+        self,
+        *,
+        table: str,
+        table_format: str = "auto",
+        as_of: str | None = None,
+        deleted_since: str | None = None,
+        deleted_before: str | None = None,
+        rollback_overwrites: bool = False,
+        table_prefix: str | None = None,
+        snapshot_location: str | None = None,
+        include_history: bool = False,
+        plan_uri: str | None = None,
+        fail_on_unrecoverable: bool = False,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.table = table
+        self.table_format = table_format
+        self.as_of = as_of
+        self.deleted_since = deleted_since
+        self.deleted_before = deleted_before
+        self.rollback_overwrites = rollback_overwrites
+        self.table_prefix = table_prefix
+        self.snapshot_location = snapshot_location
+        self.include_history = include_history
+        self.plan_uri = plan_uri
+        self.fail_on_unrecoverable = fail_on_unrecoverable
+        self.aws_conn_id = aws_conn_id
+
+    def scan_options(self) -> ScanOptions:
+        return ScanOptions(
+            table_format=self.table_format or "auto", as_of=self.as_of or None,
+            deleted_since=self.deleted_since or None, deleted_before=self.deleted_before or None,
+            rollback_overwrites=self.rollback_overwrites, table_prefix=self.table_prefix or None,
+            snapshot_location=self.snapshot_location or None, include_history=self.include_history,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        client = VersionedS3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+        progress = LogProgress(self.log)
+        try:
+            report = scan_report(client, self.table, self.scan_options(), conn_id=self.aws_conn_id,
+                                 plan_uri=self.plan_uri or None, on_page=progress.page)
+        except FuseError as exc:
+            raise fail_with(exc) from None
+        self.log.info("\n%s", report.render())
+        summary = report.summary()
+        if self.fail_on_unrecoverable and report.unrecoverable:
+            raise AirflowFailException(
+                f"{report.unrecoverable} objects {self.table} needs cannot be recovered: "
+                + "; ".join(f"{u['key']}: {u['reason']}" for u in summary["first_unrecoverable"][:3]))
+        return summary
