@@ -84,10 +84,7 @@ def _detect_format(inventory: Inventory, options: ScanOptions, times: dict[str, 
         return "fuse"
     if any(times.values()):
         return "prefix"
-    try:  # TEMP until the fuse layout lands
-        from airflow_fuse.layouts.fuse import detect
-    except ImportError:
-        return "prefix"
+    from airflow_fuse.layouts.fuse import detect
 
     return "fuse" if detect(inventory) else "prefix"
 

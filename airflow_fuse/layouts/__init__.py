@@ -1,0 +1,1 @@
+"""Table layouts: which keys a table needs (one module per format)."""
