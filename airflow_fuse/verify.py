@@ -150,6 +150,8 @@ def aggregate(table: pa.Table, expression: str) -> Any:
         raise BadInputError(f"expect key {expression!r}: the table has no column {column!r} "
                             f"(columns: {', '.join(table.column_names)})")
     values = table.column(column)
+    if pa.types.is_string_view(values.type) or pa.types.is_binary_view(values.type):
+        values = values.cast(pa.string() if pa.types.is_string_view(values.type) else pa.binary())  # no kernels
     if func == "count":
         return pc.count(values).as_py()
     return {"sum": pc.sum, "min": pc.min, "max": pc.max}[func](values).as_py()
