@@ -175,9 +175,10 @@ def verify_table(client: Any, table: str, options: ScanOptions | None = None, *,
     expect = dict(expect or {})
     plan = scan(client, table, options, conn_id=conn_id)
     result = VerifyResult(table=table, table_format=plan.table_format)
+    words = {"restore": "missing, restorable", "damaged": "damaged, restorable", "unrecoverable": "missing"}
     for item in plan.items:
-        if item.status in ("restore", "damaged", "unrecoverable"):
-            result.problems.append(f"{item.key}: {item.status} ({item.reason})")
+        if item.status in words:
+            result.problems.append(f"{item.key}: {words[item.status]} ({item.reason})")
     if plan.table_format == "prefix":
         files = _live_parquet_files(client, plan)
         sizes = {key: size for key, size, _ in files}
