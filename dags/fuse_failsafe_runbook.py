@@ -33,12 +33,14 @@ from airflow_fuse.operators.verify import FuseVerifyOperator
 from airflow_fuse.sensors.versioning import VersioningSensor
 
 BUCKET = "{{ params.table.split('/')[2] }}"
+# Rendered as strings (a bucket or connection id made of digits must stay a string); an empty optional
+# param renders as "" and the operators treat "" as not given.
 SCAN_ARGS = {
     "table": "{{ params.table }}",
     "table_format": "{{ params.table_format }}",
-    "snapshot_location": "{{ params.snapshot_location }}",
-    "as_of": "{{ params.as_of }}",
-    "deleted_since": "{{ params.deleted_since }}",
+    "snapshot_location": "{{ params.snapshot_location or '' }}",
+    "as_of": "{{ params.as_of or '' }}",
+    "deleted_since": "{{ params.deleted_since or '' }}",
     "aws_conn_id": "{{ params.aws_conn_id }}",
 }
 
@@ -50,7 +52,6 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
-    render_template_as_native_obj=True,
     tags=["fuse", "fail-safe", "s3"],
     params={
         "table": Param("s3://my-bucket/path/to/table/", type="string", pattern=r"^s3://[a-z0-9][a-z0-9.\-]+/.+",
@@ -90,7 +91,7 @@ with DAG(
         return not (params or {}).get("dry_run", True)
 
     amend = FuseAmendOperator(task_id="amend", strategy="{{ params.strategy }}", **SCAN_ARGS)
-    verify = FuseVerifyOperator(task_id="verify", expect={"row_count": "{{ params.expect_row_count }}"},
+    verify = FuseVerifyOperator(task_id="verify", expect={"row_count": "{{ params.expect_row_count or '' }}"},
                                 **SCAN_ARGS)
 
     versioning >> scan >> dry_run_gate() >> amend >> verify

@@ -108,7 +108,7 @@ def test_periodic_amend_restores_each_table_and_isolates_failures(airflow_db, s3
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        events = [e for e in session.query(AssetEvent).all() if e.source_dag_id == "fuse_periodic_amend"]
+        events = [e for e in session.query(AssetEvent).all() if e.source_run_id == run.run_id]
     assert [e.extra["table"] for e in events] == [f"s3://{good_bucket}/{good['storage_root']}"]
 
 
