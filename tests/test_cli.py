@@ -77,3 +77,16 @@ def test_wrong_credentials_exit_2_without_the_secret(ceph_server):
                   env_extra={"AWS_SECRET_ACCESS_KEY": "not-the-secret-5150"})
     assert result.returncode == 2
     assert "credentials" in result.stderr and "not-the-secret-5150" not in result.stderr
+
+
+def test_a_plan_for_another_table_is_refused(moto_server, tmp_path):
+    s3 = moto_server.client()
+    bucket, other = new_bucket(s3), new_bucket(s3)
+    put_objects(s3, bucket, {"t/a": b"a"})
+    delete_keys(s3, bucket, ["t/a"])
+    assert _run(moto_server, "scan", f"s3://{bucket}/t/", "--plan-out", str(tmp_path / "p.parquet")).returncode == 0
+    before = all_versions(s3, bucket)
+    result = _run(moto_server, "amend", f"s3://{other}/t/", "--plan", str(tmp_path / "p.parquet"))
+    assert result.returncode == 2
+    assert f"is for s3://{bucket}/t/" in result.stderr and "scan this table again" in result.stderr
+    assert all_versions(s3, bucket) == before

@@ -134,3 +134,27 @@ def test_verify_fails_naming_the_damaged_block(airflow_db, s3, conn_id, name, ca
     assert states == {"verify": "failed"}
     assert block["key"] in capfd.readouterr().out
     assert sha256_of_blob(b"") != ""  # the fixture helpers are importable here
+
+
+def test_scan_saves_a_plan_that_amend_applies(airflow_db, s3, conn_id, tmp_path):
+    from tests.conftest import write_dag
+
+    bucket, expect = _broken_fuse_table(s3, "fuse_compacted")
+    plan = tmp_path / "plan.parquet"
+    dag = write_dag("scan_then_apply", f"""
+        from datetime import datetime, timezone
+        from airflow.sdk import DAG
+        from airflow_fuse.operators.amend import FuseAmendOperator
+        from airflow_fuse.operators.scan import FuseScanOperator
+
+        with DAG("scan_then_apply", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc)) as dag:
+            scan = FuseScanOperator(task_id="scan", table="s3://{bucket}/{expect['storage_root']}",
+                                    plan_uri={str(plan)!r}, aws_conn_id={conn_id!r})
+            amend = FuseAmendOperator(task_id="amend", plan="{{{{ ti.xcom_pull(task_ids='scan')['plan'] }}}}",
+                                      aws_conn_id={conn_id!r})
+            scan >> amend
+    """)
+    run, states = run_dag(dag)
+    assert states == {"scan": "success", "amend": "success"}, states
+    assert plan.exists()
+    _assert_whole(s3, bucket, expect)
