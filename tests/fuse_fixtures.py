@@ -101,3 +101,31 @@ def unpack_segment(data: bytes) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     blocks = msgpack.unpackb(_unzstd(data[26:26 + blocks_len]), strict_map_key=False, raw=False)
     summary = msgpack.unpackb(_unzstd(data[26 + blocks_len:]), strict_map_key=False, raw=False)
     return blocks, summary
+
+
+# arrange and assert, as the restore tests use them ---------------------------------------------------
+
+def broken_table(s3: Any, name: str) -> tuple[str, dict[str, Any]]:
+    """The seed's step 3: the fixture in a new versioned bucket, then every object under its table root deleted."""
+    from tests.conftest import new_bucket
+    from tests.helpers import all_versions, delete_keys
+
+    bucket = new_bucket(s3)
+    replay(s3, bucket, name)
+    expect = load_expect(name)
+    delete_keys(s3, bucket, sorted({k for k, _, marker in all_versions(s3, bucket, expect["table_root"])
+                                    if not marker}))
+    return bucket, expect
+
+
+def assert_restored(s3: Any, bucket: str, name: str, expect: dict[str, Any]) -> None:
+    """Every referenced key holds the bytes Databend wrote; every key Databend garbage-collected stays deleted."""
+    from tests.helpers import read
+
+    written = {op["key"]: op["blob"] for op in history(name) if op["op"] == "put"}
+    for key in expect["referenced_keys"]:
+        data = read(s3, bucket, key)
+        assert data is not None, f"{key} is still missing"
+        assert sha256_of_blob(data) == written[key], f"{key} does not hold the bytes Databend wrote"
+    for key in expect["deleted_by_databend"]:
+        assert read(s3, bucket, key) is None, f"{key} was garbage-collected by Databend: it must stay deleted"

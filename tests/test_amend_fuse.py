@@ -17,18 +17,8 @@ import pytest
 from airflow_fuse.engine import AmendOptions, ScanOptions, amend
 from airflow_fuse.errors import MetadataError
 from tests.conftest import new_bucket
-from tests.fuse_fixtures import FIXTURE_NAMES, load_expect, replay
-from tests.helpers import all_versions, delete_keys, read, sha
-
-
-def _latest_blob_names(expect: dict, bucket_keys: list[str]) -> dict[str, str]:
-    from tests.fuse_fixtures import history
-
-    latest: dict[str, str] = {}
-    for op in history(expect["_name"]):
-        if op["op"] == "put":
-            latest[op["key"]] = op["blob"]
-    return latest
+from tests.fuse_fixtures import FIXTURE_NAMES, assert_restored, load_expect, replay
+from tests.helpers import all_versions, delete_keys, read
 
 
 def _everything(s3, bucket, expect):
@@ -64,13 +54,7 @@ def _arrange(s3, name: str) -> tuple[str, dict]:
 
 
 def _assert_table_whole(s3, bucket: str, expect: dict) -> None:
-    latest = _latest_blob_names(expect, [])
-    for key in expect["referenced_keys"]:
-        data = read(s3, bucket, key)
-        assert data is not None, f"{key} is still missing"
-        assert sha(data) == latest[key], f"{key} does not hold its original bytes"
-    for key in expect["deleted_by_databend"]:
-        assert read(s3, bucket, key) is None, f"{key} was garbage-collected by Databend: it must stay deleted"
+    assert_restored(s3, bucket, expect["_name"], expect)
     tables = [pq.read_table(io.BytesIO(read(s3, bucket, b["key"]))) for b in expect["blocks"]]
     for block, table in zip(expect["blocks"], tables, strict=True):
         assert table.num_rows == block["row_count"]

@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, new_bucket
-from tests.fuse_fixtures import history, load_expect, replay, sha256_of_blob
-from tests.helpers import all_versions, delete_keys, read
+from tests.conftest import ROOT
+from tests.fuse_fixtures import assert_restored, broken_table
+from tests.helpers import read
 
 pytestmark = pytest.mark.slow
 
@@ -272,16 +272,6 @@ def airflow(moto_server) -> Iterator[Airflow]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def _broken_fuse_table(s3, name: str) -> tuple[str, dict]:
-    """The fixture replayed into a new versioned bucket, then every object under the table root deleted."""
-    bucket = new_bucket(s3)
-    replay(s3, bucket, name)
-    expect = load_expect(name)
-    keys = sorted({k for k, _, marker in all_versions(s3, bucket, expect["table_root"]) if not marker})
-    delete_keys(s3, bucket, keys)
-    return bucket, expect
-
-
 def test_bad_param_is_refused(airflow: Airflow, moto_server):
     with airflow.explain_failure():
         status, runs = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")
@@ -299,7 +289,7 @@ def test_bad_param_is_refused(airflow: Airflow, moto_server):
 
 def test_runbook_restores_the_table_on_a_real_airflow(airflow: Airflow, moto_server):
     s3 = moto_server.client()
-    bucket, expect = _broken_fuse_table(s3, FIXTURE)
+    bucket, expect = broken_table(s3, FIXTURE)
     assert all(read(s3, bucket, key) is None for key in expect["referenced_keys"])
     with airflow.explain_failure():
         status, dag = airflow.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
@@ -337,10 +327,4 @@ def test_runbook_restores_the_table_on_a_real_airflow(airflow: Airflow, moto_ser
         assert verify["ok"] and verify["total_rows"] == expect["row_count"], verify
 
     # the restore, checked on the bucket itself: each referenced key back with the bytes Databend wrote
-    written = {op["key"]: op["blob"] for op in history(FIXTURE) if op["op"] == "put"}
-    for key in expect["referenced_keys"]:
-        data = read(s3, bucket, key)
-        assert data is not None, f"{key} still missing"
-        assert sha256_of_blob(data) == written[key], f"{key} restored with other bytes"
-    for key in expect["deleted_by_databend"]:
-        assert read(s3, bucket, key) is None, f"{key} was garbage-collected by Databend and must stay deleted"
+    assert_restored(s3, bucket, FIXTURE, expect)
