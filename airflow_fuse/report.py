@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 from airflow_fuse.plan import Plan, write_document
 from airflow_fuse.restore import RestoreResult
 
+SUMMARY_LIMIT = 32 * 1024
+
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -52,9 +54,10 @@ class Report:
     def summary(self) -> dict[str, Any]:
         """Small (well under 64 KB) and free of secrets: for XCom and --json."""
         out: dict[str, Any] = {**self.plan.summary()}
-        out["tables"] = [{k: v for k, v in t.items() if k != "indexes"} for t in self.plan.tables[:20]]
+        out["tables"] = [{k: v for k, v in t.items() if k not in ("indexes", "history", "inverted_indexes")}
+                         for t in self.plan.tables[:20]]
         if self.plan.info:
-            out["info"] = {k: v for k, v in list(self.plan.info.items())[:20]}
+            out["info"] = {k: (v[:10] if isinstance(v, list) else v) for k, v in list(self.plan.info.items())[:20]}
         if self.restore is not None:
             results = Counter(o.result for o in self.restore.outcomes)
             out["dry_run"] = self.restore.dry_run
@@ -72,6 +75,9 @@ class Report:
         out["seconds"] = round(self.seconds, 3)
         out["report"] = self.location
         out["plan"] = self.plan_location
+        if len(json.dumps(out, default=str)) > SUMMARY_LIMIT:  # XCom rows stay small: details go to the report
+            out["tables"] = out["tables"][:1]
+            out.pop("info", None)
         return out
 
     def rows(self) -> list[dict[str, Any]]:

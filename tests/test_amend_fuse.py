@@ -149,3 +149,14 @@ def test_fuse_scan_without_databend_licence_matches_seed_walkthrough(s3):
     assert report.plan.table_format == "fuse"
     assert report.plan.tables[0]["snapshot_source"] == "hint_v2"
     _assert_table_whole(s3, bucket, expect)
+
+
+def test_summary_for_xcom_stays_small_with_history(s3):
+    import json
+
+    bucket, expect = _arrange(s3, "fuse_compacted")
+    report = amend(s3, table=f"s3://{bucket}/{expect['storage_root']}", options=AmendOptions(dry_run=True),
+                   scan_options=ScanOptions(include_history=True))
+    summary = report.summary()
+    assert len(json.dumps(summary)) < 32 * 1024
+    assert "history" not in summary["tables"][0]
