@@ -30,6 +30,8 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deleted-before", help="only delete markers created before this time count")
     parser.add_argument("--rollback-overwrites", action="store_true",
                         help="with --as-of, also roll back keys overwritten after that time (pointer files excepted)")
+    parser.add_argument("--rollback-key", action="append", default=[], dest="rollback_keys", metavar="KEY",
+                        help="with --as-of, roll back this key even if it is a pointer file (repeatable)")
     parser.add_argument("--table-prefix", help="fuse: amend only this table (<db_id>/<table_id>, e.g. 1/6)")
     parser.add_argument("--snapshot-location", help="fuse: the current snapshot, as SHOW CREATE TABLE prints it")
     parser.add_argument("--include-history", action="store_true",
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     options = ScanOptions(
         table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
         deleted_before=args.deleted_before, rollback_overwrites=args.rollback_overwrites,
+        rollback_keys=args.rollback_keys,
         allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
         snapshot_location=args.snapshot_location, include_history=args.include_history,
     )

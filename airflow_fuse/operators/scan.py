@@ -34,6 +34,7 @@ class FuseScanOperator(BaseOperator):
     :param deleted_since: Prefix tables: only delete markers created at or after this time count.
     :param deleted_before: Prefix tables: only delete markers created before this time count.
     :param rollback_overwrites: With ``as_of``, also roll back keys overwritten after it (never pointer files).
+    :param rollback_keys: With ``as_of``, keys to roll back even if they are pointer files (hint files).
     :param table_prefix: Fuse: only this table (``<db_id>/<table_id>``) under the location.
     :param snapshot_location: Fuse: the current snapshot as ``SHOW CREATE TABLE`` prints it.
     :param include_history: Fuse: also restore the chain of previous snapshots.
@@ -55,6 +56,7 @@ class FuseScanOperator(BaseOperator):
         deleted_since: str | None = None,
         deleted_before: str | None = None,
         rollback_overwrites: bool = False,
+        rollback_keys: list[str] | None = None,
         table_prefix: str | None = None,
         snapshot_location: str | None = None,
         include_history: bool = False,
@@ -70,6 +72,7 @@ class FuseScanOperator(BaseOperator):
         self.deleted_since = deleted_since
         self.deleted_before = deleted_before
         self.rollback_overwrites = rollback_overwrites
+        self.rollback_keys = list(rollback_keys or [])
         self.table_prefix = table_prefix
         self.snapshot_location = snapshot_location
         self.include_history = include_history
@@ -81,7 +84,8 @@ class FuseScanOperator(BaseOperator):
         return ScanOptions(
             table_format=self.table_format or "auto", as_of=self.as_of or None,
             deleted_since=self.deleted_since or None, deleted_before=self.deleted_before or None,
-            rollback_overwrites=self.rollback_overwrites, table_prefix=self.table_prefix or None,
+            rollback_overwrites=self.rollback_overwrites, rollback_keys=self.rollback_keys,
+            table_prefix=self.table_prefix or None,
             snapshot_location=self.snapshot_location or None, include_history=self.include_history,
         )
 
