@@ -156,11 +156,17 @@ class Restorer:
                 history = fresh.history(item.key)
                 assert history is not None  # _recheck returned None, so the key is listed
                 above = history.above(item.version_id)
-                # Rule 2: only entries the fresh listing shows as delete markers.
-                if not above or not all(e.is_delete_marker for e in above):
+                # Rule 2: only entries the fresh listing shows as delete markers. (_recheck has already
+                # set aside keys whose current entry changed, so this holds unless the listing is odd.)
+                if above and all(e.is_delete_marker for e in above):
+                    undeletes.append((item, [e.version_id for e in above]))
+                elif self.strategy == "auto":
                     copies.append(item)
                 else:
-                    undeletes.append((item, [e.version_id for e in above]))
+                    result.outcomes.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
+                                                   "the entries above the wanted version are not all delete "
+                                                   "markers any more; scan again"))
+                    progress.add(1, 0)
             else:
                 copies.append(item)
 
