@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import urllib.request
@@ -94,6 +95,10 @@ import moto.backends
 # never changes, so keep it. A third of the server's time per small request otherwise.
 _modules = tuple(moto.backends.list_of_moto_modules())
 moto.backends.list_of_moto_modules = lambda: _modules
+if "--fast-listing" in sys.argv:
+    from bench.moto_listing import install
+
+    install()
 
 from airflow_fuse.embedded import start_moto
 server = start_moto()
@@ -103,12 +108,13 @@ server.stop()
 """
 
 
-def start_server(*, in_process: bool = False) -> Any:
+def start_server(*, in_process: bool = False, fast_listing: bool = False) -> Any:
     """The embedded moto server (``airflow_fuse.embedded.start_moto``) on 127.0.0.1.
 
     By default it runs in a child process so that the server and the client under test do not share one
     GIL: on a 2-core machine the client's own CPU work then does not slow the server down, as with a real
     remote S3. ``in_process=True`` runs it in a thread of this process, as the tests do.
+    ``fast_listing=True`` replaces moto's O(bucket) ListObjectVersions by an O(page) one (bench/moto_listing.py).
     """
     import subprocess
     import sys
@@ -116,9 +122,14 @@ def start_server(*, in_process: bool = False) -> Any:
     from airflow_fuse.embedded import ACCESS_KEY, SECRET_KEY, S3Server, start_moto
 
     if in_process:
+        if fast_listing:
+            from bench.moto_listing import install
+
+            install()
         return start_moto()
-    process = subprocess.Popen([sys.executable, "-c", _SERVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True)
+    argv = [sys.executable, "-c", _SERVE] + (["--fast-listing"] if fast_listing else [])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # so the child imports bench
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root)
     assert process.stdout is not None and process.stdin is not None
     endpoint = process.stdout.readline().strip()
     if not endpoint.startswith("http://"):

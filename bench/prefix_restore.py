@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="run moto in a thread of this process (shares the GIL with the client) instead of "
                              "a child process")
+    parser.add_argument("--fast-listing", action="store_true",
+                        help="replace moto's O(bucket) ListObjectVersions by an O(page) one (bench/moto_listing.py)")
     args = parser.parse_args(argv)
 
     script_started = time.monotonic()
@@ -251,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {len(data.objects)} objects under {PREFIX} ({args.small} x ~1 KiB + {args.large} x "
           f"{args.large_mib:g} MiB = {data.bytes / 1024**2:.1f} MiB), all deleted; sibling {SIBLING} "
           f"{len(data.sibling)} objects ({len(data.sibling_deleted)} deleted)")
-    server = start_server(in_process=args.in_process)
-    print(f"moto on {server.endpoint_url} ({'in this process' if args.in_process else 'child process'})")
+    server = start_server(in_process=args.in_process, fast_listing=args.fast_listing)
+    print(f"moto on {server.endpoint_url} ({'in this process' if args.in_process else 'child process'}, "
+          f"{'O(page) listing' if args.fast_listing else 'stock listing'})")
     runs: dict[str, list[Run]] = {}
     failures: list[str] = []
     try:
