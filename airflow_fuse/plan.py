@@ -39,6 +39,7 @@ class PlanItem:
     action: str = ""  # undelete | copy | "" (nothing to do)
     version_id: str = ""  # the version that comes back
     size: int = 0  # bytes of that version
+    etag: str = ""  # of that version (a copy made by a concurrent run has the same)
     reason: str = ""
     current_version_id: str = ""  # the key's current entry when scanned (re-checked before writing)
     current_is_delete_marker: bool = False
@@ -118,7 +119,7 @@ class Plan:
         rows = [asdict(i) for i in self.items]
         schema = pa.schema(
             [("key", pa.string()), ("status", pa.string()), ("kind", pa.string()), ("action", pa.string()),
-             ("version_id", pa.string()), ("size", pa.int64()), ("reason", pa.string()),
+             ("version_id", pa.string()), ("size", pa.int64()), ("etag", pa.string()), ("reason", pa.string()),
              ("current_version_id", pa.string()), ("current_is_delete_marker", pa.bool_()),
              ("delete_markers", pa.list_(pa.string())), ("expected_size", pa.int64()), ("row_count", pa.int64())],
             metadata={"airflow_fuse.plan": json.dumps(self.meta(), default=str)},
@@ -215,7 +216,7 @@ def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
             item.reason = f"live version is damaged ({_damage(obj, current.size)}); " + item.reason
         return item
     wanted = candidates[0]
-    item.version_id, item.size = wanted.version_id, wanted.size
+    item.version_id, item.size, item.etag = wanted.version_id, wanted.size, wanted.etag
     above = history.above(wanted.version_id)
     if damaged:
         item.status, item.action = "damaged", "copy"

@@ -115,6 +115,7 @@ class Restorer:
                                               multipart_chunksize=min(multipart_chunksize, multipart_threshold),
                                               max_concurrency=4, use_threads=True)
         self.progress_callback = progress
+        self.check_before_copy = False
 
     # public ---------------------------------------------------------------------------------------
     def dry_run(self) -> RestoreResult:
@@ -129,20 +130,33 @@ class Restorer:
                                            else []))
         return result
 
-    def run(self) -> RestoreResult:
+    def run(self, *, recheck: str = "listing") -> RestoreResult:
+        """Apply the plan.
+
+        ``recheck="listing"`` (any plan: it may be hours old) lists the table again and sets aside every
+        key whose current entry is no longer the one the plan saw. ``recheck="per-key"`` is for a plan made
+        moments ago in the same call: marker removal needs no re-check (it deletes only the delete-marker
+        version ids the scan listed: whatever was written since stays on top of them), and each copy is
+        preceded by a HeadObject of its key. That saves a second listing sweep of the whole table.
+        """
+        if recheck not in ("listing", "per-key"):
+            raise BadInputError(f"recheck={recheck!r} must be 'listing' or 'per-key'")
         started = time.monotonic()
         result = RestoreResult(self.strategy, dry_run=False)
         work = self.plan.actionable()
         if not work:
             result.seconds = time.monotonic() - started
             return result
-        fresh = Inventory.sweep(self.client, self.plan.bucket, self.plan.prefix)
-        result.relist_pages = fresh.pages
+        fresh: Inventory | None = None
+        if recheck == "listing":
+            fresh = Inventory.sweep(self.client, self.plan.bucket, self.plan.prefix)
+            result.relist_pages = fresh.pages
+        self.check_before_copy = fresh is None
         progress = _Progress(len(work), self.progress_callback)
         undeletes: list[tuple[PlanItem, list[str]]] = []
         copies: list[PlanItem] = []
         for item in work:
-            outcome = self._recheck(item, fresh)
+            outcome = self._recheck(item, fresh) if fresh is not None else None
             if outcome is not None:
                 result.outcomes.append(outcome)
                 progress.add(1, 0)
@@ -152,23 +166,26 @@ class Restorer:
                 result.outcomes.append(Outcome(item.key, "failed", item.action, item.version_id, item.size,
                                                self._undelete_refusal(item)))
                 progress.add(1, 0)
-            elif action == "undelete":
+                continue
+            if action == "copy":
+                copies.append(item)
+                continue
+            # Rule 2: only ids a listing showed as delete markers (a version id never changes kind).
+            if fresh is None:
+                above = [(m, True) for m in item.delete_markers]
+            else:
                 history = fresh.history(item.key)
                 assert history is not None  # _recheck returned None, so the key is listed
-                above = history.above(item.version_id)
-                # Rule 2: only entries the fresh listing shows as delete markers. (_recheck has already
-                # set aside keys whose current entry changed, so this holds unless the listing is odd.)
-                if above and all(e.is_delete_marker for e in above):
-                    undeletes.append((item, [e.version_id for e in above]))
-                elif self.strategy == "auto":
-                    copies.append(item)
-                else:
-                    result.outcomes.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
-                                                   "the entries above the wanted version are not all delete "
-                                                   "markers any more; scan again"))
-                    progress.add(1, 0)
-            else:
+                above = [(e.version_id, e.is_delete_marker) for e in history.above(item.version_id)]
+            if above and all(is_marker for _, is_marker in above):
+                undeletes.append((item, [version for version, _ in above]))
+            elif self.strategy == "auto":
                 copies.append(item)
+            else:
+                result.outcomes.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
+                                               "the entries above the wanted version are not all delete "
+                                               "markers any more; scan again"))
+                progress.add(1, 0)
 
         lock = threading.Lock()
 
@@ -263,9 +280,34 @@ class Restorer:
                                    f"DeleteObjects refused: {', '.join(codes)}: {errors[0].get('Message', '')}{hint}"))
         return out
 
+    def _head_check(self, item: PlanItem) -> Outcome | None:
+        """Per-key re-check before a copy: is the key's current entry still the one the plan saw?"""
+        try:
+            head = self.client.head_object(Bucket=self.plan.bucket, Key=item.key)
+        except ClientError as exc:
+            if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                raise
+            if item.current_is_delete_marker:
+                return None  # still deleted
+            return Outcome(item.key, "changed since scan", "copy", item.version_id, 0,
+                           "the key was deleted after the scan; left alone, scan again")
+        version = str(head.get("VersionId") or "null")
+        if not item.current_is_delete_marker and version == item.current_version_id:
+            return None
+        if item.etag and head.get("ETag", "").strip('"') == item.etag and head.get("ContentLength") == item.size:
+            return Outcome(item.key, "already restored", "copy", item.version_id, 0,
+                           "the key already holds the wanted data")
+        return Outcome(item.key, "changed since scan", "copy", item.version_id, 0,
+                       f"current version is now {version}, the plan saw {item.current_version_id}; "
+                       "left alone, scan again")
+
     def _copy(self, item: PlanItem, note: str = "") -> Outcome:
         source = {"Bucket": self.plan.bucket, "Key": item.key, "VersionId": item.version_id}
         try:
+            if self.check_before_copy:
+                changed = self._head_check(item)
+                if changed is not None:
+                    return changed
             if item.size >= self.transfer_config.multipart_threshold:
                 # boto3's managed copy: UploadPartCopy in parallel parts, each server-side.
                 self.client.copy(source, self.plan.bucket, item.key, Config=self.transfer_config)
