@@ -35,7 +35,6 @@ MULTIPART_THRESHOLD = 5 * 1024**3  # CopyObject copies at most 5 GiB in one requ
 # Codes meaning "you may not remove this marker" (bucket policy, Object Lock): copy instead under auto.
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "InvalidRequest", "MethodNotAllowed", "ObjectLocked"}
 ALREADY_GONE_CODES = {"NoSuchVersion", "NoSuchKey"}
-COPIES_PER_LISTING_PAGE = 100  # above this many copies per page of the table, re-check by listing
 
 
 @dataclass(slots=True)
@@ -139,22 +138,15 @@ class Restorer:
         moments ago in the same call: marker removal needs no re-check (it deletes only the delete-marker
         version ids the scan listed: whatever was written since stays on top of them), and each copy is
         preceded by a HeadObject of its key. That saves a second listing sweep of the whole table.
-        ``recheck="auto"`` (fresh plans) chooses per key, unless there are so many copies that one
-        listing sweep costs less than their HeadObjects.
         """
-        if recheck not in ("listing", "per-key", "auto"):
-            raise BadInputError(f"recheck={recheck!r} must be 'listing', 'per-key' or 'auto'")
+        if recheck not in ("listing", "per-key"):
+            raise BadInputError(f"recheck={recheck!r} must be 'listing' or 'per-key'")
         started = time.monotonic()
         result = RestoreResult(self.strategy, dry_run=False)
         work = self.plan.actionable()
         if not work:
             result.seconds = time.monotonic() - started
             return result
-        if recheck == "auto":
-            # A listing page re-checks ~1000 keys for the cost of ~100 parallel HeadObjects: with many
-            # copies, one sweep is the cheaper re-check.
-            copies = sum(1 for item in work if self._action_for(item) == "copy")
-            recheck = "listing" if copies > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages) else "per-key"
         fresh: Inventory | None = None
         if recheck == "listing":
             fresh = Inventory.sweep(self.client, self.plan.bucket, self.plan.prefix)
