@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -194,19 +195,24 @@ class Restorer:
                 result.outcomes.append(outcome)
             progress.add(1, outcome.size if outcome.result in ("undeleted", "copied") else 0)
 
+        # A bounded window of futures in flight: wait() costs O(pending), so submitting everything at once
+        # would make the loop O(n^2) in the number of keys.
+        tasks: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque(
+            [(self._undelete_batch, (batch,)) for batch in _batches(undeletes)]
+            + [(self._copy, (item,)) for item in copies])
+        window = 4 * self.max_workers
         with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="fuse-restore") as pool:
             pending: set[Future] = set()
-            for batch in _batches(undeletes):
-                pending.add(pool.submit(self._undelete_batch, batch))
-            for item in copies:
-                pending.add(pool.submit(self._copy, item))
-            while pending:
+            while tasks or pending:
+                while tasks and len(pending) < window:
+                    function, args = tasks.popleft()
+                    pending.add(pool.submit(function, *args))
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     value = future.result()
                     for entry in value if isinstance(value, list) else [value]:
                         if isinstance(entry, PlanItem):  # marker removal denied: copy instead
-                            pending.add(pool.submit(self._copy, entry, "marker removal denied; copied instead"))
+                            tasks.append((self._copy, (entry, "marker removal denied; copied instead")))
                         else:
                             record(entry)
         result.seconds = time.monotonic() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import boto3
@@ -98,6 +99,7 @@ class RequestCounter:
 
     def __init__(self) -> None:
         self.by_operation: dict[str, int] = {}
+        self._lock = threading.Lock()  # the restore's worker threads share one client
 
     def attach(self, client: Any) -> RequestCounter:
         client.meta.events.register("before-call.s3", self._count, unique_id=f"airflow-fuse-count-{id(self)}")
@@ -108,7 +110,8 @@ class RequestCounter:
 
     def _count(self, event_name: str = "", **_: Any) -> None:
         operation = event_name.rsplit(".", 1)[-1]
-        self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
+        with self._lock:
+            self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
 
     @property
     def total(self) -> int:
