@@ -226,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDatabend/ours: requests {request_ratio:.0f}x fewer with ours (goal >= {GOAL_REQUESTS}x: "
           f"{'met' if request_ratio >= GOAL_REQUESTS else 'MISSED'}), time {time_ratio:.1f}x less with ours "
           f"(goal >= {GOAL_TIME}x: {'met' if time_ratio >= GOAL_TIME else 'MISSED'})")
-    without = ours.seconds - ours.extra["relist_seconds"]
-    print(f"  ours without its re-check listing (restore.py re-lists the table before acting) would take "
-          f"{without:.2f} s: {theirs.seconds / without:.1f}x less than Databend")
+    if ours.extra["relist_seconds"]:
+        without = ours.seconds - ours.extra["relist_seconds"]
+        print(f"  ours without its re-check listing (restore.py re-lists the table before acting) would take "
+              f"{without:.2f} s: {theirs.seconds / without:.1f}x less than Databend")
     tables = ours.extra["tables"]
     if tables:
         t = tables[0]
