@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import time
 import urllib.request
@@ -146,3 +147,15 @@ def start_server(*, in_process: bool = False, fast_listing: bool = False) -> Any
             process.wait()
 
     return S3Server(name="moto", endpoint_url=endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY, _stop=stop)
+
+
+def finish(script_started: float, failures: list[str], verified: str) -> int:
+    """The last lines of a benchmark: wall time, then its correctness failures (exit 1) or what was verified."""
+    print(f"\nwall time of the whole script: {time.monotonic() - script_started:.0f} s")
+    if failures:
+        print("\nCORRECTNESS FAILURES:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    print(verified)
+    return 0

@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError
 from airflow_fuse.embedded import S3Server
 from airflow_fuse.engine import ScanOptions, amend
 from airflow_fuse.layouts.fuse_format import decode_segment, decode_snapshot
-from bench.common import HookCounter, fmt_ops, sha, start_server, table
+from bench.common import HookCounter, finish, fmt_ops, sha, start_server, table
 from bench.fuse_writer import HINT, FuseTable, build_table, check_layout, delete_table_root, write_table
 
 GOAL_REQUESTS = 50
@@ -236,15 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"layout: snapshot {t['snapshot_key']} from {t['snapshot_source']}, {t['row_count']} rows, "
               f"{t['block_count']} blocks; planned exactly the {len(ours.extra['needed'])} referenced keys; "
               f"left deleted: {', '.join(ours.extra['skipped']) or 'none'} and the previous snapshot")
-    print(f"\nwall time of the whole script: {time.monotonic() - script_started:.0f} s")
-    if failures:
-        print("\nCORRECTNESS FAILURES:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        return 1
-    print("both verified: every referenced block, segment and snapshot back with its sha256 "
-          "(ours also every bloom index and _hs file)")
-    return 0
+    return finish(script_started, failures, "both verified: every referenced block, segment and snapshot back "
+                  "with its sha256 (ours also every bloom index and _hs file)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from typing import Any
 
 from airflow_fuse.embedded import S3Server
 from airflow_fuse.engine import AmendOptions, amend
-from bench.common import HookCounter, fmt_ops, reset_moto, sha, start_server, table
+from bench.common import HookCounter, finish, fmt_ops, reset_moto, sha, start_server, table
 
 PREFIX = "t/"
 SIBLING = "t2/"
@@ -323,14 +323,8 @@ def main(argv: list[str] | None = None) -> int:
             without = statistics.median(r.seconds - r.extra["relist_seconds"] for r in mine)
             print(f"      ours without its re-check listing (restore.py re-lists the prefix before acting) would be "
                   f"{without:.2f} s = {without / statistics.median(r.seconds for r in theirs):.2f}x")
-    print(f"\nwall time of the whole script: {time.monotonic() - script_started:.0f} s")
-    if failures:
-        print("\nCORRECTNESS FAILURES:", file=sys.stderr)
-        for f in failures:
-            print(f"  {f}", file=sys.stderr)
-        return 1
-    print("every run verified: all keys back with the right sha256 and version; t2/ untouched")
-    return 0
+    return finish(script_started, failures,
+                  "every run verified: all keys back with the right sha256 and version; t2/ untouched")
 
 
 if __name__ == "__main__":
