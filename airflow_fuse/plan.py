@@ -25,6 +25,7 @@ from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject
 from airflow_fuse.location import TableLocation, parse_table_uri
+from airflow_fuse.parquet import read_parquet
 from airflow_fuse.times import isoformat
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
@@ -141,7 +142,7 @@ class Plan:
     @classmethod
     def from_parquet(cls, data: bytes, *, source: str = "plan") -> Plan:
         try:
-            table = pq.read_table(io.BytesIO(data))
+            table = read_parquet(data)
             meta = json.loads(table.schema.metadata[b"airflow_fuse.plan"])
             items = [PlanItem(**row) for row in table.to_pylist()]
         except Exception as exc:

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from airflow_fuse.engine import ScanOptions, scan
 from airflow_fuse.errors import BadInputError
+from airflow_fuse.parquet import read_parquet
 from airflow_fuse.plan import Plan
 
 FOOTER_PREFETCH = 64 * 1024
@@ -196,7 +197,7 @@ def verify_table(client: Any, table: str, options: ScanOptions | None = None, *,
         try:
             if need_tables:
                 body = client.get_object(Bucket=plan.bucket, Key=key)["Body"].read()
-                data = pq.read_table(io.BytesIO(body))
+                data = read_parquet(body)
                 rows = data.num_rows
             else:
                 data = None

@@ -7,15 +7,13 @@ referenced blocks read with pyarrow give the engine's row count and aggregates.
 
 from __future__ import annotations
 
-import io
-
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
 from airflow_fuse.engine import AmendOptions, ScanOptions, amend
 from airflow_fuse.errors import MetadataError
+from airflow_fuse.parquet import read_parquet
 from tests.conftest import new_bucket
 from tests.fuse_fixtures import FIXTURE_NAMES, assert_restored, load_expect, replay
 from tests.helpers import all_versions, delete_keys, read
@@ -55,7 +53,7 @@ def _arrange(s3, name: str) -> tuple[str, dict]:
 
 def _assert_table_whole(s3, bucket: str, expect: dict) -> None:
     assert_restored(s3, bucket, expect["_name"], expect)
-    tables = [pq.read_table(io.BytesIO(read(s3, bucket, b["key"]))) for b in expect["blocks"]]
+    tables = [read_parquet(read(s3, bucket, b["key"])) for b in expect["blocks"]]
     for block, table in zip(expect["blocks"], tables, strict=True):
         assert table.num_rows == block["row_count"]
     data = pa.concat_tables(tables, promote_options="default")
