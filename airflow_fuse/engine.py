@@ -173,8 +173,8 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
             plan_location = save_plan(the_plan, options.plan_uri, client=client)
         restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
                             multipart_threshold=options.multipart_threshold, progress=progress)
-        # A plan made moments ago in this call needs no second listing sweep (see Restorer.run).
-        recheck = "per-key" if plan is None else "listing"
+        # A plan made moments ago in this call needs no second listing sweep when copies are few (Restorer.run).
+        recheck = "auto" if plan is None else "listing"
         result = restorer.dry_run() if options.dry_run else restorer.run(recheck=recheck)
         report = Report(the_plan, result, requests=dict(counter.by_operation), seconds=time.monotonic() - started,
                         plan_location=plan_location)

@@ -72,6 +72,20 @@ class KeyHistory:
         return self.current.last_modified if self.is_deleted else None
 
 
+def iter_histories(entries: Iterable[VersionEntry]) -> Iterator[KeyHistory]:
+    """Group a listing's entries (keys ascending, each key newest first) into one history per key, streaming."""
+    key: str | None = None
+    group: list[VersionEntry] = []
+    for entry in entries:
+        if entry.key != key:
+            if group:
+                yield KeyHistory(group[0].key, tuple(group))
+            key, group = entry.key, []
+        group.append(entry)
+    if group:
+        yield KeyHistory(group[0].key, tuple(group))
+
+
 class Inventory:
     """Every version and delete marker under ``bucket/prefix``, from one listing sweep."""
 

@@ -1,10 +1,11 @@
 """Restore: apply a plan with server-side operations only (no data flows through the client).
 
 Safety rules, in the order they are applied:
-1. The bucket is listed again just before acting, and a key whose current entry is no longer the one
-   the plan saw is skipped as ``changed since scan`` (a key that already holds the wanted version is
-   ``already restored``): a second run, or two runs at once, converge on the same state.
-2. Only version ids that this fresh listing shows as *delete markers* are ever passed to
+1. Before a key is written its current entry is checked again: by a fresh listing that streams into the
+   worker pool, or (a plan made moments ago, few copies) by a HeadObject before each copy. A key whose
+   current entry is no longer the one the plan saw is skipped as ``changed since scan`` (a key that
+   already holds the wanted data is ``already restored``): a second run, or two at once, converge.
+2. Only version ids that a listing showed as *delete markers* are ever passed to
    DeleteObjects. A version holding data is never deleted.
 3. A copy writes a new version on top; every older version stays.
 """
@@ -12,11 +13,11 @@ Safety rules, in the order they are applied:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from airflow_fuse.errors import BadInputError
-from airflow_fuse.inventory import Inventory
+from airflow_fuse.inventory import KeyHistory, iter_histories
+from airflow_fuse.listing import iter_object_versions
 from airflow_fuse.plan import Plan, PlanItem
 from airflow_fuse.s3 import error_code
 
@@ -36,6 +38,8 @@ MULTIPART_THRESHOLD = 5 * 1024**3  # CopyObject copies at most 5 GiB in one requ
 # Codes meaning "you may not remove this marker" (bucket policy, Object Lock): copy instead under auto.
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "InvalidRequest", "MethodNotAllowed", "ObjectLocked"}
 ALREADY_GONE_CODES = {"NoSuchVersion", "NoSuchKey"}
+RECHECKS = ("listing", "per-key", "auto")
+COPIES_PER_LISTING_PAGE = 100  # fresh plans: above this many copies per page of the table, re-check by listing
 
 
 @dataclass(slots=True)
@@ -98,6 +102,47 @@ def _batches(items: list[tuple[PlanItem, list[str]]]) -> Iterator[list[tuple[Pla
         yield batch
 
 
+class _Pipeline:
+    """A thread pool with a bounded number of tasks in flight and a queue of their results.
+
+    ``submit`` blocks while the window is full (back-pressure on the listing that feeds it);
+    ``finished`` hands back results in the submitting thread, so outcomes are recorded without locks.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fuse-restore")
+        # Room for two listing pages of keys: the listing that feeds the pool never waits for it to drain.
+        self.slots = threading.BoundedSemaphore(max(4 * max_workers, 2048))
+        self.results: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        self.outstanding = 0
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+
+    def _done(self, future: Future) -> None:
+        self.results.put(future)
+        self.slots.release()
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> None:
+        self.slots.acquire()
+        self.outstanding += 1
+        self.pool.submit(function, *args).add_done_callback(self._done)
+
+    def finished(self, *, block: bool) -> Iterator[Any]:
+        """Results of finished tasks: all that are ready (and at least one when ``block``)."""
+        while self.outstanding:
+            try:
+                future = self.results.get(block=block)
+            except queue.Empty:
+                return
+            self.outstanding -= 1
+            block = False
+            yield future.result()
+
+
 class Restorer:
     """Applies one plan with a bounded thread pool."""
 
@@ -135,88 +180,104 @@ class Restorer:
         """Apply the plan.
 
         ``recheck="listing"`` (any plan: it may be hours old) lists the table again and sets aside every
-        key whose current entry is no longer the one the plan saw. ``recheck="per-key"`` is for a plan made
-        moments ago in the same call: marker removal needs no re-check (it deletes only the delete-marker
-        version ids the scan listed: whatever was written since stays on top of them), and each copy is
-        preceded by a HeadObject of its key. That saves a second listing sweep of the whole table.
+        key whose current entry is no longer the one the plan saw. The listing streams: a key's restore
+        is handed to the pool as soon as its page is back, so the second sweep overlaps the writes
+        instead of coming before them. ``recheck="per-key"`` is for a plan made moments ago in the same
+        call: marker removal needs no re-check (it deletes only the delete-marker version ids the scan
+        listed: whatever was written since stays on top of them), and each copy is preceded by a
+        HeadObject of its key. ``recheck="auto"`` (fresh plans) takes the listing when copies outnumber
+        ``COPIES_PER_LISTING_PAGE`` per page of the table (one page re-checks up to 1000 keys in one
+        request, and overlaps the copies), else per key.
         """
-        if recheck not in ("listing", "per-key"):
-            raise BadInputError(f"recheck={recheck!r} must be 'listing' or 'per-key'")
+        if recheck not in RECHECKS:
+            raise BadInputError(f"recheck={recheck!r} must be one of {', '.join(RECHECKS)}")
         started = time.monotonic()
         result = RestoreResult(self.strategy, dry_run=False)
         work = self.plan.actionable()
-        if not work:
-            result.seconds = time.monotonic() - started
-            return result
-        fresh: Inventory | None = None
-        if recheck == "listing":
-            fresh = Inventory.sweep(self.client, self.plan.bucket, self.plan.prefix)
-            result.relist_pages = fresh.pages
-        self.check_before_copy = fresh is None
-        progress = _Progress(len(work), self.progress_callback)
-        undeletes: list[tuple[PlanItem, list[str]]] = []
-        copies: list[PlanItem] = []
-        for item in work:
-            outcome = self._recheck(item, fresh) if fresh is not None else None
-            if outcome is not None:
-                result.outcomes.append(outcome)
-                progress.add(1, 0)
-                continue
-            action = self._action_for(item)
-            if not action:
-                result.outcomes.append(Outcome(item.key, "failed", item.action, item.version_id, item.size,
-                                               self._undelete_refusal(item)))
-                progress.add(1, 0)
-                continue
-            if action == "copy":
-                copies.append(item)
-                continue
-            # Rule 2: only ids a listing showed as delete markers (a version id never changes kind).
-            if fresh is None:
-                above = [(m, True) for m in item.delete_markers]
-            else:
-                history = fresh.history(item.key)
-                assert history is not None  # _recheck returned None, so the key is listed
-                above = [(e.version_id, e.is_delete_marker) for e in history.above(item.version_id)]
-            if above and all(is_marker for _, is_marker in above):
-                undeletes.append((item, [version for version, _ in above]))
-            elif self.strategy == "auto":
-                copies.append(item)
-            else:
-                result.outcomes.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
-                                               "the entries above the wanted version are not all delete "
-                                               "markers any more; scan again"))
-                progress.add(1, 0)
-
-        lock = threading.Lock()
-
-        def record(outcome: Outcome) -> None:
-            with lock:
-                result.outcomes.append(outcome)
-            progress.add(1, outcome.size if outcome.result in ("undeleted", "copied") else 0)
-
-        # A bounded window of futures in flight: wait() costs O(pending), so submitting everything at once
-        # would make the loop O(n^2) in the number of keys.
-        tasks: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque(
-            [(self._undelete_batch, (batch,)) for batch in _batches(undeletes)]
-            + [(self._copy, (item,)) for item in copies])
-        window = 4 * self.max_workers
-        with ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="fuse-restore") as pool:
-            pending: set[Future] = set()
-            while tasks or pending:
-                while tasks and len(pending) < window:
-                    function, args = tasks.popleft()
-                    pending.add(pool.submit(function, *args))
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    value = future.result()
-                    for entry in value if isinstance(value, list) else [value]:
-                        if isinstance(entry, PlanItem):  # marker removal denied: copy instead
-                            tasks.append((self._copy, (entry, "marker removal denied; copied instead")))
-                        else:
-                            record(entry)
+        if recheck == "auto":
+            copies = sum(1 for item in work if self._action_for(item) == "copy")
+            recheck = "listing" if copies > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages) else "per-key"
+        self.check_before_copy = recheck == "per-key"
+        if work:
+            self._apply(work, recheck == "listing", result)
         result.seconds = time.monotonic() - started
         return result
+
+    def _relisted(self, work: list[PlanItem], result: RestoreResult) -> Iterator[tuple[PlanItem, KeyHistory | None]]:
+        """The plan's keys with their histories from a fresh listing, as the pages come back."""
+        by_key = {item.key: item for item in work}
+
+        def page(_: int) -> None:
+            result.relist_pages += 1
+
+        entries = iter_object_versions(self.client, self.plan.bucket, self.plan.prefix, on_page=page)
+        for history in iter_histories(entries):
+            item = by_key.pop(history.key, None)
+            if item is not None:
+                yield item, history
+        for item in by_key.values():  # not listed any more
+            yield item, None
+
+    def _apply(self, work: list[PlanItem], relist: bool, result: RestoreResult) -> None:
+        progress = _Progress(len(work), self.progress_callback)
+        pipeline = _Pipeline(self.max_workers)
+
+        def record(outcome: Outcome) -> None:
+            result.outcomes.append(outcome)
+            progress.add(1, outcome.size if outcome.result in ("undeleted", "copied") else 0)
+
+        def harvest(block: bool) -> None:
+            for value in pipeline.finished(block=block):
+                for entry in value if isinstance(value, list) else [value]:
+                    if isinstance(entry, PlanItem):  # marker removal denied: copy instead
+                        pipeline.submit(self._copy, entry, "marker removal denied; copied instead")
+                    else:
+                        record(entry)
+
+        batch: list[tuple[PlanItem, list[str]]] = []
+        batch_markers = 0
+        pairs: Iterable[tuple[PlanItem, KeyHistory | None]] = (
+            self._relisted(work, result) if relist else ((item, None) for item in work))
+        with pipeline:
+            for item, history in pairs:
+                decision = self._decide(item, history, relist)
+                if isinstance(decision, Outcome):
+                    record(decision)
+                elif decision is None:
+                    pipeline.submit(self._copy, item)
+                else:
+                    if batch and batch_markers + len(decision) > DELETE_BATCH:
+                        pipeline.submit(self._undelete_batch, batch)
+                        batch, batch_markers = [], 0
+                    batch.append((item, decision))
+                    batch_markers += len(decision)
+                harvest(block=False)
+            if batch:
+                pipeline.submit(self._undelete_batch, batch)
+            while pipeline.outstanding:
+                harvest(block=True)
+
+    def _decide(self, item: PlanItem, history: KeyHistory | None, relisted: bool) -> Outcome | list[str] | None:
+        """What to do with one key: an outcome now, the marker ids to remove, or None for a copy."""
+        if relisted:
+            changed = self._recheck(item, history)
+            if changed is not None:
+                return changed
+        action = self._action_for(item)
+        if not action:
+            return Outcome(item.key, "failed", item.action, item.version_id, item.size, self._undelete_refusal(item))
+        if action == "copy":
+            return None
+        # Rule 2: only ids a listing showed as delete markers (a version id never changes kind).
+        if history is None:
+            return list(item.delete_markers)
+        above = history.above(item.version_id)
+        if above and all(e.is_delete_marker for e in above):
+            return [e.version_id for e in above]
+        if self.strategy == "auto":
+            return None
+        return Outcome(item.key, "failed", "undelete", item.version_id, item.size,
+                       "the entries above the wanted version are not all delete markers any more; scan again")
 
     # decisions ------------------------------------------------------------------------------------
     def _action_for(self, item: PlanItem) -> str:
@@ -230,19 +291,18 @@ class Restorer:
         return (f"strategy 'undelete' cannot restore this key: {item.reason or 'it needs a copy'} "
                 "(the wanted version is not the newest data version); use strategy 'auto' or 'copy'")
 
-    def _recheck(self, item: PlanItem, fresh: Inventory) -> Outcome | None:
-        history = fresh.history(item.key)
+    def _recheck(self, item: PlanItem, history: KeyHistory | None) -> Outcome | None:
         if history is None:
             return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
                            "the key is no longer listed (versions removed since the scan); scan again")
         current = history.current
         if current.version_id == item.version_id or (
-            item.action == "copy" and not current.is_delete_marker and current.version_id != item.current_version_id
-            and current.etag == self._etag_of(history, item.version_id) and current.size == item.size
+            not current.is_delete_marker and current.version_id != item.current_version_id
+            and current.etag and current.etag == self._etag_of(history, item.version_id) and current.size == item.size
         ):
             return Outcome(item.key, "already restored", item.action, item.version_id, 0,
                            "the key already holds the wanted data")
-        if current.version_id != item.current_version_id:
+        if current.version_id != item.current_version_id and not self._only_deleted_again(item, history):
             return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
                            f"current entry is now {current.version_id} "
                            f"({'delete marker' if current.is_delete_marker else 'data'}), "
@@ -251,6 +311,16 @@ class Restorer:
             return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
                            f"version {item.version_id} is no longer listed (expired?); scan again")
         return None
+
+    @staticmethod
+    def _only_deleted_again(item: PlanItem, history: KeyHistory) -> bool:
+        """The plan saw a delete marker on top and only more delete markers were added since."""
+        if not item.current_is_delete_marker:
+            return False
+        try:
+            return all(e.is_delete_marker for e in history.above(item.current_version_id))
+        except KeyError:
+            return False
 
     @staticmethod
     def _etag_of(history: Any, version_id: str) -> str | None:

@@ -349,7 +349,8 @@ def test_marker_removal_denied_by_policy_falls_back_to_copy(ceph_server):
     assert set(before) <= set(all_versions(s3, bucket))  # markers and versions all kept
 
 
-def test_fresh_plan_rechecks_per_key_and_never_overwrites_a_newer_write(s3, bucket):
+@pytest.mark.parametrize("recheck", ["per-key", "listing"])
+def test_a_restore_rechecks_and_never_overwrites_a_newer_write(s3, bucket, recheck):
     from airflow_fuse.restore import Restorer
 
     put_objects(s3, bucket, {"t/a": b"a", "t/b": b"b", "t/c": b"c"})
@@ -359,8 +360,9 @@ def test_fresh_plan_rechecks_per_key_and_never_overwrites_a_newer_write(s3, buck
     put_objects(s3, bucket, {"t/a": b"written after the scan"})
     s3.delete_object(Bucket=bucket, Key="t/c")
 
-    copied = Restorer(s3, plan, strategy="copy").run(recheck="per-key")
+    copied = Restorer(s3, plan, strategy="copy").run(recheck=recheck)
     results = {o.key: o.result for o in copied.outcomes}
+    # t/c was only deleted once more: still the deleted key the plan restores
     assert results == {"t/a": "changed since scan", "t/b": "copied", "t/c": "copied"}
     assert read(s3, bucket, "t/a") == b"written after the scan"
 
@@ -368,8 +370,31 @@ def test_fresh_plan_rechecks_per_key_and_never_overwrites_a_newer_write(s3, buck
     delete_keys(s3, bucket, ["t/b"])
     plan = scan(s3, f"s3://{bucket}/t/")
     put_objects(s3, bucket, {"t/b": b"b3 after the scan"})
-    undeleted = Restorer(s3, plan).run(recheck="per-key")
-    # the listed marker is removed; the newer write stays on top of it, and every data version is kept
-    assert {o.key: o.result for o in undeleted.outcomes} == {"t/b": "undeleted"}
+    undeleted = Restorer(s3, plan).run(recheck=recheck)
+    if recheck == "per-key":
+        # the listed marker is removed; the newer write stays on top of it, and every data version is kept
+        assert {o.key: o.result for o in undeleted.outcomes} == {"t/b": "undeleted"}
+    else:
+        assert {o.key: o.result for o in undeleted.outcomes} == {"t/b": "changed since scan"}
     assert read(s3, bucket, "t/b") == b"b3 after the scan"
     assert len([1 for k, _ in data_versions(s3, bucket, "t/b") if k == "t/b"]) == 4
+
+
+def test_fresh_plan_with_many_copies_rechecks_by_one_listing_not_a_head_per_key(s3, bucket):
+    """amend() re-checks a fresh plan's copies by a listing (streamed, overlapping the copies) when they
+    outnumber 100 per page of the table; a HeadObject per key when they are few."""
+    many = {f"t/k{i:03d}": f"v{i}".encode() for i in range(120)}
+    put_objects(s3, bucket, many)
+    delete_keys(s3, bucket, list(many))
+    report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
+    assert report.summary()["results"] == {"copied": 120}
+    assert report.restore.relist_pages == 1 and "HeadObject" not in report.requests
+    _assert_back(s3, bucket, many)
+
+    few = {"t/x": b"x", "t/y": b"y"}
+    put_objects(s3, bucket, few)
+    delete_keys(s3, bucket, list(few))
+    report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
+    assert report.summary()["results"] == {"copied": 2}
+    assert report.restore.relist_pages == 0 and report.requests["HeadObject"] == 2
+    _assert_back(s3, bucket, few)
