@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow_fuse import __version__
 from airflow_fuse.engine import FORMATS, AmendOptions, ScanOptions, amend, scan_report
@@ -182,5 +183,26 @@ def main(argv: list[str] | None = None) -> int:
     return _exit_status(report)
 
 
+def run() -> NoReturn:
+    """The console script: ``main()``, then exit with its status even if a native library misbehaves.
+
+    The exit status is this command's contract (2 bad input, 3 unrecoverable). Native thread pools torn
+    down at interpreter exit can abort the process (SIGABRT, apache/arrow#34314) after the work is done
+    and the message printed, which would turn that status into -6. So once the streams are flushed and
+    logging is shut down, the process ends with ``os._exit``: every thread pool of ours is already
+    joined, and nothing is left for interpreter teardown to do.
+    """
+    try:
+        status = main()
+    except SystemExit as exc:  # argparse: --help, --version, usage errors
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
