@@ -2,10 +2,11 @@
 
     python -m bench.prefix_restore [--small 2000] [--large 20] [--large-mib 2] [--repeat 1]
 
-Starts the embedded moto server on 127.0.0.1. For every measured run a fresh bucket (versioning
-Enabled) gets the same objects: ``--small`` objects of ~1 KiB and ``--large`` objects of ``--large-mib``
-MiB under ``t/``, plus a sibling table ``t2/`` (some of it deleted too). Every ``t/`` key is then deleted
-by DeleteObjects without version ids (delete markers). Compared side by side:
+Starts the embedded moto server on 127.0.0.1 (or, with ``--server ceph``, a throw-away Ceph RADOS
+Gateway). For every measured run a fresh bucket (versioning Enabled) gets the same objects: ``--small``
+objects of ~1 KiB and ``--large`` objects of ``--large-mib`` MiB under ``t/``, plus a sibling table
+``t2/`` (some of it deleted too). Every ``t/`` key is then deleted by DeleteObjects without version ids
+(delete markers). Compared side by side:
 
   (a) ``amend(client, table="s3://<bucket>/t/")``, strategy auto (marker removal)
   (b) boto3: list the versions once with the paginator, DeleteObjects of the latest delete markers in
@@ -249,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                              "a child process")
     parser.add_argument("--fast-listing", action="store_true",
                         help="replace moto's O(bucket) ListObjectVersions by an O(page) one (bench/moto_listing.py)")
+    parser.add_argument("--server", choices=["moto", "ceph"], default="moto",
+                        help="moto (default) or a throw-away Ceph RADOS Gateway (tests/servers/ceph.py; needs the "
+                             "Ceph packages that .ci/setup installs with WITH_CEPH=1)")
     args = parser.parse_args(argv)
 
     script_started = time.monotonic()
@@ -257,9 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dataset: {len(data.objects)} objects under {PREFIX} ({args.small} x ~1 KiB + {args.large} x "
           f"{args.large_mib:g} MiB = {data.bytes / 1024**2:.1f} MiB), all deleted; sibling {SIBLING} "
           f"{len(data.sibling)} objects ({len(data.sibling_deleted)} deleted)")
-    server = start_server(in_process=args.in_process, fast_listing=args.fast_listing)
-    print(f"moto on {server.endpoint_url} ({'in this process' if args.in_process else 'child process'}, "
-          f"{'O(page) listing' if args.fast_listing else 'stock listing'})")
+    if args.server == "ceph":
+        from tests.servers.ceph import start_ceph
+
+        server = start_ceph()
+        print(f"Ceph RADOS Gateway on {server.endpoint_url}")
+    else:
+        server = start_server(in_process=args.in_process, fast_listing=args.fast_listing)
+        print(f"moto on {server.endpoint_url} ({'in this process' if args.in_process else 'child process'}, "
+              f"{'O(page) listing' if args.fast_listing else 'stock listing'})")
     runs: dict[str, list[Run]] = {}
     failures: list[str] = []
     try:
@@ -289,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"verify {status} ({checked:.0f} s)  [{result.note}]", flush=True)
                     failures += [f"{result.label} round {rnd + 1}: {p}" for p in problems[:10]]
                     runs.setdefault(f"{name}/{side}", []).append(result)
-                reset_moto(server.endpoint_url)
+                if args.server == "moto":
+                    reset_moto(server.endpoint_url)
     finally:
         server.stop()
 
