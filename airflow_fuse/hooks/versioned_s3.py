@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from botocore.config import Config
@@ -10,7 +11,7 @@ from botocore.config import Config
 from airflow_fuse import listing, versioning
 from airflow_fuse.errors import FuseError
 from airflow_fuse.location import check_bucket_name
-from airflow_fuse.s3 import CLIENT_CONFIG, explain
+from airflow_fuse.s3 import CLIENT_CONFIG, explain, use_fast_timestamps
 
 
 class VersionedS3Hook(S3Hook):
@@ -30,6 +31,13 @@ class VersionedS3Hook(S3Hook):
     def config(self) -> Config:
         """The connection's ``config_kwargs`` when it has them, else adaptive retries and bounded timeouts."""
         return self.conn_config.botocore_config or CLIENT_CONFIG
+
+    def get_session(self, region_name: str | None = None, deferrable: bool = False) -> Any:
+        """The provider's session; its clients parse listing timestamps fast (see ``s3.parse_timestamp``)."""
+        session = super().get_session(region_name=region_name, deferrable=deferrable)
+        if not deferrable:
+            use_fast_timestamps(getattr(session, "_session", None))
+        return session
 
     def _explain(self, exc: Exception, bucket: str, action: str) -> FuseError:
         return explain(exc, bucket=bucket, client=self.get_conn(), conn_id=self.aws_conn_id, action=action)
