@@ -38,16 +38,11 @@ class S3Server:
 
     def client(self, *, fast_timestamps: bool = False, **config: Any) -> Any:
         """A boto3 client for this server; ``fast_timestamps`` as the CLI's and the hook's clients parse."""
-        import boto3
-        import botocore.session
         from botocore.config import Config
 
-        from airflow_fuse.s3 import use_fast_timestamps
+        from airflow_fuse.s3 import make_session
 
-        core = botocore.session.get_session()
-        if fast_timestamps:
-            use_fast_timestamps(core)
-        return boto3.session.Session(botocore_session=core).client(
+        return make_session(fast_timestamps=fast_timestamps).client(
             "s3",
             endpoint_url=self.endpoint_url,
             aws_access_key_id=self.access_key,

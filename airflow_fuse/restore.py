@@ -88,20 +88,6 @@ class _Progress:
                 self.callback(self.done, self.total, self.bytes)
 
 
-def _batches(items: list[tuple[PlanItem, list[str]]]) -> Iterator[list[tuple[PlanItem, list[str]]]]:
-    """Groups of keys whose markers fit one DeleteObjects call; a key's markers stay in one call."""
-    batch: list[tuple[PlanItem, list[str]]] = []
-    size = 0
-    for item, markers in items:
-        if batch and size + len(markers) > DELETE_BATCH:
-            yield batch
-            batch, size = [], 0
-        batch.append((item, markers))
-        size += len(markers)
-    if batch:
-        yield batch
-
-
 class _Pipeline:
     """A thread pool with a bounded number of tasks in flight and a queue of their results.
 

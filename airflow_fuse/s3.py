@@ -47,6 +47,14 @@ def parse_timestamp(value: Any) -> datetime:
     return botocore_parse_timestamp(value)
 
 
+def make_session(*, fast_timestamps: bool = True, **kwargs: Any) -> boto3.session.Session:
+    """A boto3 session (``kwargs`` as boto3's) whose clients parse timestamps with :func:`parse_timestamp`."""
+    core = botocore.session.get_session()
+    if fast_timestamps:
+        use_fast_timestamps(core)
+    return boto3.session.Session(botocore_session=core, **kwargs)
+
+
 def use_fast_timestamps(session: Any) -> None:
     """Make the clients a botocore session creates parse timestamps with :func:`parse_timestamp`."""
     get_component = getattr(session, "get_component", None)
@@ -59,10 +67,7 @@ def make_client(
 ) -> Any:
     """An S3 client from the standard AWS credential chain (for the CLI; Airflow uses the hook's client)."""
     endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    core = botocore.session.get_session()
-    use_fast_timestamps(core)
-    session = boto3.session.Session(botocore_session=core,
-                                    region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    session = make_session(region_name=region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
     config = CLIENT_CONFIG.merge(Config(max_pool_connections=max_pool_connections))
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
