@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from airflow_fuse import formats
 from airflow_fuse.errors import BadInputError, PreconditionError
+from airflow_fuse.formats import ScanTimes
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import Layout
-from airflow_fuse.layouts.prefix import PrefixLayout
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.plan import Plan, build_plan, load_plan, save_plan
 from airflow_fuse.reader import S3VersionReader
@@ -27,12 +28,20 @@ from airflow_fuse.times import isoformat, parse_time
 from airflow_fuse.versioning import ENABLE_HINT, get_versioning_status
 
 log = logging.getLogger(__name__)
-FORMATS = ("auto", "prefix", "fuse")
+FORMATS = formats.names()
+# Options of the built-in formats that ScanOptions also takes as named fields (the operators' and CLI's
+# parameters); every other format option goes through layout_options.
+_NAMED_LAYOUT_OPTIONS = ("rollback_overwrites", "rollback_keys", "table_prefix", "snapshot_location",
+                         "include_history")
 
 
 @dataclass
 class ScanOptions:
-    """What to scan and what counts as lost. Times are aware ISO 8601 strings or datetimes."""
+    """What to scan and what counts as lost. Times are aware ISO 8601 strings or datetimes.
+
+    Format-specific options go in ``layout_options`` (see ``airflow_fuse.formats``); the named fields below
+    are the built-in formats' options, kept as fields for the operators' and the CLI's parameters.
+    """
 
     table_format: str = "auto"
     as_of: str | datetime | None = None
@@ -45,48 +54,56 @@ class ScanOptions:
     table_prefix: str | None = None
     snapshot_location: str | None = None
     include_history: bool = False
+    layout_options: dict[str, Any] = field(default_factory=dict)
 
-    def validated(self) -> dict[str, Any]:
-        if self.table_format not in FORMATS:
-            raise BadInputError(f"table_format {self.table_format!r} is not one of {', '.join(FORMATS)}")
-        as_of = parse_time(self.as_of, name="as_of")
-        since = parse_time(self.deleted_since, name="deleted_since")
-        before = parse_time(self.deleted_before, name="deleted_before", allow_future=True)
+    def all_layout_options(self) -> dict[str, Any]:
+        """``layout_options`` with the named fields that were given."""
+        out = {name: getattr(self, name) for name in _NAMED_LAYOUT_OPTIONS if getattr(self, name) not in
+               (None, False, [], "")}
+        out.update({k: v for k, v in (self.layout_options or {}).items() if v not in (None, "")})
+        return out
+
+    def validated(self) -> ScanTimes:
+        if self.table_format != formats.AUTO:
+            formats.get(self.table_format)  # refuses an unknown name, listing the known ones
+        times = ScanTimes(as_of=parse_time(self.as_of, name="as_of"),
+                          deleted_since=parse_time(self.deleted_since, name="deleted_since"),
+                          deleted_before=parse_time(self.deleted_before, name="deleted_before", allow_future=True))
+        as_of, since, before = times.as_of, times.deleted_since, times.deleted_before
         if as_of is not None and (since is not None or before is not None):
             raise BadInputError("as_of cannot be combined with deleted_since/deleted_before: use as_of to bring the "
                                 "table back to a point in time, or the window to undo deletions made during it")
         if since is not None and before is not None and since >= before:
             raise BadInputError(f"deleted_since ({isoformat(since)}) must be before deleted_before "
                                 f"({isoformat(before)})")
-        if self.table_format == "fuse" and (as_of or since or before):
-            raise BadInputError("as_of / deleted_since / deleted_before select keys of a prefix table; a fuse "
-                                "table is restored to its current snapshot (choose one with snapshot_location)")
-        return {"as_of": as_of, "deleted_since": since, "deleted_before": before}
+        if self.table_format != formats.AUTO and times.any() and not formats.get(self.table_format).time_window:
+            raise BadInputError(f"as_of / deleted_since / deleted_before select keys of a prefix table; a "
+                                f"{self.table_format} table is restored to its current state as its own metadata "
+                                "describes it")
+        return times
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (isoformat(v) if isinstance(v, datetime) else v) for k, v in self.__dict__.items()
-                if v not in (None, False, [], "")}
+                if v not in (None, False, [], "", {})}
 
 
-def _layout_for(table_format: str, options: ScanOptions, times: dict[str, Any]) -> Layout:
-    if table_format == "fuse":
-        from airflow_fuse.layouts.fuse import FuseLayout
-
-        return FuseLayout(table_prefix=options.table_prefix, snapshot_location=options.snapshot_location,
-                          include_history=options.include_history)
-    return PrefixLayout(as_of=times["as_of"], deleted_since=times["deleted_since"],
-                        deleted_before=times["deleted_before"], rollback_overwrites=options.rollback_overwrites,
-                        rollback_keys=frozenset(options.rollback_keys))
+def _layout_for(table_format: str, options: ScanOptions, times: ScanTimes) -> Layout:
+    fmt = formats.get(table_format)
+    layout_options = options.all_layout_options()
+    fmt.check_options(layout_options)
+    return fmt.build(layout_options, times)
 
 
-def _detect_format(inventory: Inventory, options: ScanOptions, times: dict[str, Any]) -> str:
-    if options.snapshot_location or options.table_prefix:
-        return "fuse"
-    if any(times.values()):
+def _detect_format(inventory: Inventory, options: ScanOptions, times: ScanTimes) -> str:
+    given = set(options.all_layout_options())
+    if given:
+        # Options name their format: the one format that accepts them all.
+        candidates = [name for name in formats.names(with_auto=False) if given <= set(formats.get(name).options)]
+        if len(candidates) == 1:
+            return candidates[0]
+    if times.any():
         return "prefix"
-    from airflow_fuse.layouts.fuse import detect
-
-    return "fuse" if detect(inventory) else "prefix"
+    return formats.detect(inventory)
 
 
 def check_versioning(client: Any, location: TableLocation, *, conn_id: str | None = None) -> str:

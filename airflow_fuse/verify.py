@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from airflow_fuse import formats
 from airflow_fuse.engine import ScanOptions, scan
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.parquet import read_parquet
@@ -161,10 +162,11 @@ def aggregate(table: pa.Table, expression: str) -> Any:
 def data_files(plan: Plan) -> list[tuple[str, int | None, int | None]]:
     """(key, expected size, expected rows) of every Parquet data file the plan says the table needs."""
     out = []
+    row_kinds = formats.get(plan.table_format).row_kinds
     for item in plan.items:
         if item.status == "skipped":
             continue
-        if item.kind == "block" or (plan.table_format == "prefix" and item.key.endswith(".parquet")):
+        if item.kind in row_kinds or (not row_kinds and item.key.endswith(".parquet")):
             out.append((item.key, item.expected_size, item.row_count))
     return out
 
@@ -180,7 +182,7 @@ def verify_table(client: Any, table: str, options: ScanOptions | None = None, *,
     for item in plan.items:
         if item.status in words:
             result.problems.append(f"{item.key}: {words[item.status]} ({item.reason})")
-    if plan.table_format == "prefix":
+    if not formats.get(plan.table_format).row_kinds:  # no metadata lists the data files: every live one
         files = _live_parquet_files(client, plan)
         sizes = {key: size for key, size, _ in files}
     else:

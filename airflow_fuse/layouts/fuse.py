@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from airflow_fuse.errors import MetadataError
+from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, VersionReader
 from airflow_fuse.layouts.fuse_format import (
@@ -544,3 +545,21 @@ class _TableScan:
             self._expand_snapshot(table, key, read.value, indexes)
             previous = read.value.prev_snapshot_id
         return chain
+
+
+def _build(layout_options: Any, times: Any) -> FuseLayout:  # noqa: ARG001 - times do not apply to fuse tables
+    return FuseLayout(table_prefix=layout_options.get("table_prefix"),
+                      snapshot_location=layout_options.get("snapshot_location"),
+                      include_history=bool(layout_options.get("include_history")))
+
+
+FORMAT = TableFormat(
+    name="fuse",
+    title="Databend Fuse",
+    build=_build,
+    detect=detect,
+    options={"table_prefix": "only this table (<db_id>/<table_id>) under the location",
+             "snapshot_location": "the snapshot to restore to, as SHOW CREATE TABLE prints it",
+             "include_history": "also restore the chain of previous snapshots (time travel)"},
+    row_kinds=frozenset({"block"}),
+)

@@ -14,7 +14,9 @@ are never rolled back unless listed in ``rollback_keys``.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from airflow_fuse.formats import ScanTimes, TableFormat
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, VersionReader, is_pointer_file
 from airflow_fuse.times import isoformat
@@ -79,3 +81,19 @@ class PrefixLayout:
         info = {"as_of": isoformat(self.as_of), "deleted_since": isoformat(self.deleted_since),
                 "deleted_before": isoformat(self.deleted_before)}
         return LayoutResult(needed=needed, skipped=skipped, info={k: v for k, v in info.items() if v})
+
+
+def _build(layout_options: Any, times: ScanTimes) -> PrefixLayout:
+    return PrefixLayout(as_of=times.as_of, deleted_since=times.deleted_since, deleted_before=times.deleted_before,
+                        rollback_overwrites=bool(layout_options.get("rollback_overwrites")),
+                        rollback_keys=frozenset(layout_options.get("rollback_keys") or ()))
+
+
+FORMAT = TableFormat(
+    name="prefix",
+    title="Every object under the prefix",
+    build=_build,
+    options={"rollback_overwrites": "with as_of, also roll back keys overwritten after it (never pointer files)",
+             "rollback_keys": "with as_of, keys to roll back even if they are pointer files"},
+    time_window=True,
+)
