@@ -1,8 +1,7 @@
 """``airflow-fuse``: the break-glass command line. Same stages as the operators; no running Airflow needed.
 
-Exit status: 0 = nothing left to restore (or, for scan and --dry-run, nothing unrecoverable); 2 = bad input
-or precondition (the message says which and what to do); 3 = unrecoverable objects remain; 1 = anything
-else (a key failed to restore, an unexpected error).
+Exit statuses: ``airflow_fuse.errors.EXIT_STATUSES`` (0 nothing to restore, 1 keys failed or changed since the
+scan, 2 bad input or precondition, 3 unrecoverable objects remain, 4 a scan or dry run found objects to restore).
 """
 
 from __future__ import annotations
@@ -17,8 +16,8 @@ from typing import Any, NoReturn
 
 from airflow_fuse import __version__
 from airflow_fuse.engine import FORMATS, AmendOptions, ScanOptions, amend, scan_report
-from airflow_fuse.errors import BadInputError, FuseError
-from airflow_fuse.report import Report, human_bytes
+from airflow_fuse.errors import EXIT_STATUSES, BadInputError, FuseError, redact
+from airflow_fuse.report import human_bytes
 from airflow_fuse.restore import STRATEGIES
 
 
@@ -53,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="airflow-fuse",
         description="Bring back a table's lost objects from older versions in a versioned S3 bucket.",
-        epilog="exit status: 0 nothing left to restore, 2 bad input or precondition, 3 unrecoverable objects "
-               "remain, 1 anything else",
+        epilog="exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_STATUSES.items()),
     )
     parser.add_argument("--version", action="version", version=f"airflow-fuse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +81,13 @@ def _client(args: argparse.Namespace) -> Any:
 
     return make_client(endpoint_url=args.endpoint_url, region=args.region,
                        max_pool_connections=max(64, getattr(args, "workers", 16) + 8))
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with credentials in URLs redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class _Progress:
@@ -123,18 +128,14 @@ class _Progress:
             self.stream.write("\n")
 
 
-def _exit_status(report: Report) -> int:
-    if report.unrecoverable:
-        return 3
-    if report.restore is not None and not report.restore.dry_run and report.remaining:
-        return 1
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler])
+    if args.verbose:
+        for noisy in ("botocore", "urllib3", "s3transfer"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
     progress = _Progress(sys.stderr)
     options = ScanOptions(
         table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
@@ -175,12 +176,18 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         print("airflow-fuse: interrupted; run the same command again: it re-checks every key", file=sys.stderr)
         return 1
+    except Exception as exc:  # an unexpected error: say what it was, never a secret (no traceback with URLs)
+        progress.close()
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(f"airflow-fuse: unexpected error: {redact(f'{type(exc).__name__}: {exc}')}; run with -v for "
+              "details", file=sys.stderr)
+        return 1
     progress.close()
     if args.json:
         print(json.dumps(report.summary(), default=str))
     else:
         print(report.render())
-    return _exit_status(report)
+    return report.exit_status()
 
 
 def run() -> NoReturn:
