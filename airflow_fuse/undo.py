@@ -576,6 +576,9 @@ class Undoer:
                 if p.decision.action == PUT_MARKER:
                     outcome.marker_version_id = str((deleted.get(p.item.key) or {}).get("DeleteMarkerVersionId")
                                                     or "")
+                    outcome.detail += f"; delete marker {outcome.marker_version_id or '(id not returned)'} put on top"
+                else:
+                    outcome.detail += f"; {p.decision.target} deleted"
                 out.append(outcome)
             elif p.decision.action == DELETE_COPY and error.get("Code") in ALREADY_GONE_CODES:
                 out.append(self._outcome(p.item, p.decision, ALREADY_UNDONE,

@@ -301,6 +301,28 @@ def test_copies_without_a_version_id_are_undone_only_with_the_scan_time(s3, buck
     assert set(_results(undo(s3, str(tmp_path / "r.json"))).values()) == {ALREADY_UNDONE}
 
 
+def test_a_same_size_version_with_other_bytes_is_never_taken_for_the_copy(s3, bucket, tmp_path):
+    """The restore's copy was removed and a writer put other bytes of the same size: only reading tells them apart."""
+    put_objects(s3, bucket, {"t/a.parquet": b"A" * 100})
+    delete_keys(s3, bucket, ["t/a.parquet"])
+    report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
+    report.restore.outcomes[0].new_version_id = ""
+    report.save(str(tmp_path / "r.json"))
+    copy = s3.head_object(Bucket=bucket, Key="t/a.parquet")["VersionId"]
+    s3.delete_object(Bucket=bucket, Key="t/a.parquet", VersionId=copy)
+    # same size, other bytes, uploaded in parts so that its ETag is not comparable with the source's
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="t/a.parquet")
+    part = s3.upload_part(Bucket=bucket, Key="t/a.parquet", UploadId=upload["UploadId"], PartNumber=1,
+                          Body=b"B" * 100)
+    s3.complete_multipart_upload(Bucket=bucket, Key="t/a.parquet", UploadId=upload["UploadId"],
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    before = all_versions(s3, bucket)
+    done = undo(s3, str(tmp_path / "r.json"))
+    assert _results(done) == {"t/a.parquet": LEFT_ALONE}, done.render()
+    assert "does not hold the bytes" in done.outcomes[0].detail
+    assert all_versions(s3, bucket) == before and read(s3, bucket, "t/a.parquet") == b"B" * 100
+
+
 def test_a_multipart_copy_is_compared_by_its_bytes(s3, bucket, tmp_path):
     """Above the multipart threshold the copy's ETag differs from its source's: the bytes decide."""
     body = os.urandom(6 * 1024**2)
