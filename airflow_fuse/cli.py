@@ -2,6 +2,7 @@
 
 Exit statuses: ``airflow_fuse.errors.EXIT_STATUSES`` (0 nothing to restore, 1 keys failed or changed since the
 scan, 2 bad input or precondition, 3 unrecoverable objects remain, 4 a scan or dry run found objects to restore).
+``undo``: 0 = no key failed, 1 = a key failed. ``verify``: 0 = the table reads whole, 1 = it does not.
 """
 
 from __future__ import annotations
@@ -69,7 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--dry-run", action="store_true", help="show what would be done; write nothing")
     am.add_argument("--workers", type=int, default=16, help="parallel requests (default 16)")
     am.add_argument("--report", help="save the full report (.json or .parquet; local path or s3://)")
+    _undo_and_verify_parsers(sub)
     return parser
+
+
+def _undo_and_verify_parsers(sub: Any) -> None:
+    undo = sub.add_parser("undo", help="put back what a restore changed, from the report it saved",
+                          description="Put a delete marker back on each key the restore undeleted (if the "
+                                      "restored version is still current) and delete each copy the restore made "
+                                      "(if it is still current and holds its source's bytes). Never removes a "
+                                      "version that existed before the restore. Exit 0 when nothing failed.")
+    undo.add_argument("--report", required=True, help="the report the restore saved (amend --report; .json or "
+                                                      ".parquet; local path or s3://)")
+    undo.add_argument("--dry-run", action="store_true", help="show what would be undone; write nothing")
+    undo.add_argument("--undo-report", help="save the undo's own report (.json or .parquet; local path or s3://)")
+    undo.add_argument("--workers", type=int, default=16, help="parallel requests (default 16)")
+    undo.add_argument("--json", action="store_true", help="print the undo summary as one JSON object")
+    _common(undo)
+    verify = sub.add_parser("verify", help="check that the table reads whole (exit 0) or not (exit 1)",
+                            description="Read every data file the table needs (Parquet footers, row counts "
+                                        "against the metadata). Exit 0: the table reads whole; 1: it does not "
+                                        "(the first problems are printed); 2: bad input or precondition.")
+    _selection(verify)
+    verify.add_argument("--expect-row-count", type=int, metavar="N", help="the table must hold N rows")
+    verify.add_argument("--expect", action="append", default=[], metavar="EXPR=VALUE",
+                        help="an aggregate the data must give, e.g. 'sum(a)=4498500' or 'max(b)=row999' "
+                             "(repeatable; the value is read as JSON, else as text; reads every file in full)")
+    verify.add_argument("--full-read", action="store_true", help="read every data file in full, not just its footer")
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -136,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         for noisy in ("botocore", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.INFO)
+    if args.command in ("undo", "verify"):
+        return _run_undo(args) if args.command == "undo" else _run_verify(args)
     progress = _Progress(sys.stderr)
     options = ScanOptions(
         table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
@@ -188,6 +217,62 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(report.render())
     return report.exit_status()
+
+
+def _run_undo(args: argparse.Namespace) -> int:
+    """``undo``: exit 0 when no key failed (keys left alone are listed with the reason), 1 when one did."""
+    from airflow_fuse.undo import undo
+
+    progress = _Progress(sys.stderr)
+    try:
+        result = undo(_client(args), args.report, dry_run=args.dry_run, max_workers=args.workers,
+                      report_uri=args.undo_report, conn_id=args.aws_conn_id, on_page=progress.page)
+    except FuseError as exc:
+        progress.close()
+        print(f"airflow-fuse: {exc}", file=sys.stderr)
+        return exc.exit_code
+    progress.close()
+    print(json.dumps(result.summary(), default=str) if args.json else result.render())
+    return 1 if result.failed else 0
+
+
+def _expectations(args: argparse.Namespace) -> dict[str, Any]:
+    expect: dict[str, Any] = {}
+    for text in args.expect:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise BadInputError(f"--expect {text!r} is not EXPR=VALUE (e.g. 'sum(a)=4498500')")
+        try:
+            expect[name.strip()] = json.loads(value)
+        except ValueError:
+            expect[name.strip()] = value
+    if args.expect_row_count is not None:
+        expect["row_count"] = args.expect_row_count
+    return expect
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    """``verify``: exit 0 when the table reads whole, 1 when it does not (first problems printed), 2 bad input."""
+    from airflow_fuse.verify import verify_table
+
+    options = ScanOptions(
+        table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
+        deleted_before=args.deleted_before, rollback_overwrites=args.rollback_overwrites,
+        rollback_keys=args.rollback_keys, allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
+        snapshot_location=args.snapshot_location, include_history=args.include_history,
+    )
+    try:
+        result = verify_table(_client(args), args.table, options, full_read=args.full_read,
+                              expect=_expectations(args), conn_id=args.aws_conn_id)
+    except FuseError as exc:
+        print(f"airflow-fuse: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result.summary(), default=str) if args.json else result.render())
+    if result.ok:
+        return 0
+    print(f"airflow-fuse: {args.table} does not read whole: {len(result.problems)} problem(s), first: "
+          f"{result.problems[0]}", file=sys.stderr)
+    return 1
 
 
 def run() -> NoReturn:

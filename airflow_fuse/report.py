@@ -62,7 +62,7 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         """Small (well under 64 KB) and free of secrets: for XCom and --json."""
-        out: dict[str, Any] = {**self.plan.summary()}
+        out: dict[str, Any] = {**self.plan.summary(), "listed_at": self.plan.listed_at}
         out["tables"] = [{k: v for k, v in t.items() if k not in ("indexes", "history", "inverted_indexes")}
                          for t in self.plan.tables[:20]]
         if self.plan.info:
