@@ -279,7 +279,7 @@ def test_a_writer_racing_the_undo_keeps_its_data_live(s3, s3_server, bucket, tmp
 
 
 def test_copies_without_a_version_id_are_undone_only_with_the_scan_time(s3, bucket, tmp_path):
-    """Some servers (Ceph) do not return the copy's version id: a JSON report's scan time proves it, else hands off."""
+    """Some servers (Ceph) do not return the copy's version id: the report's scan time proves it, else hands off."""
     objects = _prefix_table(s3, bucket, 4)
     delete_keys(s3, bucket, list(objects))
     broken = all_versions(s3, bucket)
@@ -288,14 +288,18 @@ def test_copies_without_a_version_id_are_undone_only_with_the_scan_time(s3, buck
         outcome.new_version_id = ""
     report.save(str(tmp_path / "r.parquet"))
     report.save(str(tmp_path / "r.json"))
+    no_scan_time = json.loads((tmp_path / "r.json").read_text())
+    no_scan_time["summary"].pop("listed_at")
+    no_scan_time["plan"]["listed_at"] = ""
+    (tmp_path / "r-no-scan-time.json").write_text(json.dumps(no_scan_time))
     after_restore = all_versions(s3, bucket)
 
-    unproven = undo(s3, str(tmp_path / "r.parquet"))  # a Parquet report carries no scan time
+    unproven = undo(s3, str(tmp_path / "r-no-scan-time.json"))  # a report that does not say when the scan listed
     assert set(_results(unproven).values()) == {LEFT_ALONE}
     assert all("no new_version_id" in o.detail for o in unproven.outcomes)
     assert all_versions(s3, bucket) == after_restore
 
-    proven = undo(s3, str(tmp_path / "r.json"))
+    proven = undo(s3, str(tmp_path / "r.parquet"))
     assert set(_results(proven).values()) == {"undone"}, proven.render()
     assert all_versions(s3, bucket) == broken
     assert set(_results(undo(s3, str(tmp_path / "r.json"))).values()) == {ALREADY_UNDONE}
@@ -361,7 +365,7 @@ def test_cli_undo_dry_run_then_undo_and_refusals(moto_server, tmp_path):
     objects = _prefix_table(s3, bucket, 4)
     delete_keys(s3, bucket, list(objects))
     dry_report, report = tmp_path / "dry.json", tmp_path / "r.parquet"
-    assert _run(moto_server, "amend", f"s3://{bucket}/t/", "--dry-run", "--report", str(dry_report)).returncode == 0
+    assert _run(moto_server, "amend", f"s3://{bucket}/t/", "--dry-run", "--report", str(dry_report)).returncode == 4
     assert _run(moto_server, "amend", f"s3://{bucket}/t/", "--report", str(report)).returncode == 0
     restored = all_versions(s3, bucket)
 
