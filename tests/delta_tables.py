@@ -48,12 +48,16 @@ def _plain(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
-def read_table(server: S3Server, uri: str) -> pa.Table:
-    """Every row of the table's current version as deltalake reads it (its DataFusion scan, not pyarrow's
-    dataset reader), columns by name and rows sorted: two reads of the same data compare equal."""
-    data = _plain(pa.table(open_table(server, uri).scan()))
+def rows_of(table: DeltaTable) -> pa.Table:
+    """Every row of the table's version as deltalake reads it (its DataFusion scan, not pyarrow's dataset
+    reader), columns by name and rows sorted: two reads of the same data compare equal."""
+    data = _plain(pa.table(table.scan()))
     data = data.select(sorted(data.column_names))
     return data.sort_by([(name, "ascending") for name in data.column_names])
+
+
+def read_table(server: S3Server, uri: str) -> pa.Table:
+    return rows_of(open_table(server, uri))
 
 
 def _rows(ids: list[int], cities: list[str]) -> pa.Table:

@@ -23,7 +23,7 @@ import pytest
 
 from airflow_fuse import formats
 from airflow_fuse.embedded import S3Server
-from airflow_fuse.engine import AmendOptions, ScanOptions, amend, scan
+from airflow_fuse.engine import ScanOptions, amend, scan
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.delta import (
@@ -39,7 +39,7 @@ from airflow_fuse.layouts.delta import (
 from airflow_fuse.listing import VersionEntry
 from airflow_fuse.verify import verify_table
 from tests.conftest import new_bucket
-from tests.delta_tables import open_table, read_table, replay_bucket, write_sales, write_small
+from tests.delta_tables import open_table, read_table, replay_bucket, rows_of, write_sales, write_small
 from tests.helpers import all_versions, delete_keys, read
 
 ROOT = "lake/sales/"
@@ -71,13 +71,13 @@ def _written(server: S3Server) -> Sales:
         s3 = server.client()
         bucket = new_bucket(s3)
         write_sales(server, bucket, ROOT)
-        uri = f"s3://{bucket}/{ROOT}"
         deleted = set(_deleted(s3, bucket))
         live = {k for k, _, _ in all_versions(s3, bucket, ROOT)} - deleted
-        version = open_table(server, uri).version()
+        delta_table = open_table(server, f"s3://{bucket}/{ROOT}")
+        version = delta_table.version()
         _WRITTEN[server.endpoint_url] = Sales(
             bucket=bucket,
-            rows=read_table(server, uri),
+            rows=rows_of(delta_table),
             version=version,
             data_files=sorted(k for k in live if not k.startswith(LOG)),
             vacuumed=sorted(deleted),
@@ -118,8 +118,9 @@ def _live_keys(s3, bucket: str, prefix: str) -> list[str]:
 
 def _assert_whole(s3_server, s3, bucket: str, sales: Sales) -> None:
     """deltalake reads the rows written; what the vacuum deleted is still deleted; nothing outside changed."""
-    assert read_table(s3_server, f"s3://{bucket}/{ROOT}").equals(sales.rows)
-    assert open_table(s3_server, f"s3://{bucket}/{ROOT}").version() == sales.version
+    delta_table = open_table(s3_server, f"s3://{bucket}/{ROOT}")
+    assert delta_table.version() == sales.version
+    assert rows_of(delta_table).equals(sales.rows)
     assert set(sales.vacuumed) <= set(_deleted(s3, bucket, ROOT))
     assert read(s3, bucket, OUTSIDE) == b"not ours"
 
@@ -157,14 +158,12 @@ def test_deleted_objects_come_back(s3_server, s3, table, sales, how):
     delete_keys(s3, table, broken)
     uri = f"s3://{table}/{ROOT}"
 
-    dry = amend(s3, table=uri, options=AmendOptions(dry_run=True))
-    needed = set(sales.data_files) | set(sales.log_needed)
-    assert sorted(o.key for o in dry.restore.outcomes) == sorted(set(broken) & needed)
-
     report = amend(s3, table=uri)
     summary = report.summary()
     assert summary["remaining"] == 0 and summary["failed"] == 0 and summary["unrecoverable"] == 0, report.render()
-    assert summary["restored"] == len(set(broken) & needed)
+    needed = set(sales.data_files) | set(sales.log_needed)
+    assert sorted(o.key for o in report.restore.outcomes) == sorted(set(broken) & needed)  # exactly those
+    assert {o.result for o in report.restore.outcomes} == {"undeleted"}
     _assert_whole(s3_server, s3, table, sales)
     skipped = {i.key: i.reason for i in report.plan.items if i.status == "skipped"}
     if LAST_CHECKPOINT in broken:  # a pointer file: never rolled back unless named
@@ -190,35 +189,6 @@ def test_overwritten_data_file_is_replaced_by_its_good_version(s3_server, s3, ta
     assert set(versions_before) <= set(all_versions(s3, table))  # the bad version is kept, not destroyed
 
 
-def test_include_history_restores_the_log_but_not_vacuumed_files(s3_server, s3, table, sales):
-    delete_keys(s3, table, _live_keys(s3, table, ROOT))
-    report = amend(s3, table=f"s3://{table}/{ROOT}", scan_options=ScanOptions(include_history=True))
-    assert report.summary()["remaining"] == 0, report.render()
-    restored = {o.key for o in report.restore.outcomes}
-    assert set(sales.log_history) <= restored
-    assert report.plan.tables[0]["history_log_files"] == len(sales.log_history)
-    _assert_whole(s3_server, s3, table, sales)
-    assert read(s3, table, LAST_CHECKPOINT) is None
-    assert open_table(s3_server, f"s3://{table}/{ROOT}", version=1).version() == 1  # time travel over the log
-
-
-def test_two_tables_under_one_root_only_the_named_one_changes(s3_server, s3, bucket):
-    write_small(s3_server, bucket, "lake/a/", [1, 2])
-    write_small(s3_server, bucket, "lake/b/", [3])
-    a_rows = read_table(s3_server, f"s3://{bucket}/lake/a/")
-    delete_keys(s3, bucket, _live_keys(s3, bucket, "lake/"))
-    b_before = all_versions(s3, bucket, "lake/b/")
-    assert scan(s3, f"s3://{bucket}/lake/").info["tables_found"] == ["lake/a/", "lake/b/"]
-
-    report = amend(s3, table=f"s3://{bucket}/lake/", scan_options=ScanOptions(table_prefix="a"))
-    assert report.summary()["remaining"] == 0, report.render()
-    assert [t["table_root"] for t in report.plan.tables] == ["lake/a/"]
-    assert read_table(s3_server, f"s3://{bucket}/lake/a/").equals(a_rows)
-    assert all_versions(s3, bucket, "lake/b/") == b_before
-    with pytest.raises(MetadataError, match="tables found: a/, b/"):
-        scan(s3, f"s3://{bucket}/lake/", ScanOptions(table_format="delta", table_prefix="c"))
-
-
 def test_the_cli_amends_a_delta_table(s3_server, s3, table, sales):
     delete_keys(s3, table, _live_keys(s3, table, ROOT))
     env = dict(os.environ, AWS_ACCESS_KEY_ID=s3_server.access_key, AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
@@ -233,9 +203,44 @@ def test_the_cli_amends_a_delta_table(s3_server, s3, table, sales):
     _assert_whole(s3_server, s3, table, sales)
 
 
-def test_multi_part_checkpoint_comes_back_whole(s3_server, s3, table, sales):
+# on one server: what does not depend on the server ------------------------------------------------
+
+def test_include_history_restores_the_log_but_not_vacuumed_files(moto_server, sales_on_moto):
+    s3, table, sales = sales_on_moto
+    delete_keys(s3, table, _live_keys(s3, table, ROOT))
+    report = amend(s3, table=f"s3://{table}/{ROOT}", scan_options=ScanOptions(include_history=True))
+    assert report.summary()["remaining"] == 0, report.render()
+    restored = {o.key for o in report.restore.outcomes}
+    assert set(sales.log_history) <= restored
+    assert report.plan.tables[0]["history_log_files"] == len(sales.log_history)
+    _assert_whole(moto_server, s3, table, sales)
+    assert read(s3, table, LAST_CHECKPOINT) is None
+    assert open_table(moto_server, f"s3://{table}/{ROOT}", version=1).version() == 1  # time travel over the log
+
+
+def test_two_tables_under_one_root_only_the_named_one_changes(moto_server):
+    s3 = moto_server.client()
+    bucket = new_bucket(s3)
+    write_small(moto_server, bucket, "lake/a/", [1, 2])
+    write_small(moto_server, bucket, "lake/b/", [3])
+    a_rows = read_table(moto_server, f"s3://{bucket}/lake/a/")
+    delete_keys(s3, bucket, _live_keys(s3, bucket, "lake/"))
+    b_before = all_versions(s3, bucket, "lake/b/")
+    assert scan(s3, f"s3://{bucket}/lake/").info["tables_found"] == ["lake/a/", "lake/b/"]
+
+    report = amend(s3, table=f"s3://{bucket}/lake/", scan_options=ScanOptions(table_prefix="a"))
+    assert report.summary()["remaining"] == 0, report.render()
+    assert [t["table_root"] for t in report.plan.tables] == ["lake/a/"]
+    assert read_table(moto_server, f"s3://{bucket}/lake/a/").equals(a_rows)
+    assert all_versions(s3, bucket, "lake/b/") == b_before
+    with pytest.raises(MetadataError, match="tables found: a/, b/"):
+        scan(s3, f"s3://{bucket}/lake/", ScanOptions(table_format="delta", table_prefix="c"))
+
+
+def test_multi_part_checkpoint_comes_back_whole(moto_server, sales_on_moto):
     """Both parts of a multi-part checkpoint are needed (made here from delta-rs's own checkpoint, which delta-rs
     then reads: it writes single-file checkpoints only)."""
+    s3, table, sales = sales_on_moto
     checkpoint = pq.ParquetFile(pa.BufferReader(read(s3, table, CHECKPOINT))).read(use_threads=False)
     parts = [LOG + f"{4:020d}.checkpoint.{n:010d}.{2:010d}.parquet" for n in (1, 2)]
     half = checkpoint.num_rows // 2
@@ -243,7 +248,7 @@ def test_multi_part_checkpoint_comes_back_whole(s3_server, s3, table, sales):
         sink = io.BytesIO()
         pq.write_table(rows, sink)
         s3.put_object(Bucket=table, Key=key, Body=sink.getvalue())
-    for _, version_id, _ in [v for v in all_versions(s3, table, CHECKPOINT)]:
+    for _, version_id, _ in all_versions(s3, table, CHECKPOINT):
         s3.delete_object(Bucket=table, Key=CHECKPOINT, VersionId=version_id)  # gone for good
     s3.put_object(Bucket=table, Key=LAST_CHECKPOINT, Body=b'{"version":4,"size":%d,"parts":2}' % checkpoint.num_rows)
     delete_keys(s3, table, _live_keys(s3, table, LOG))
@@ -252,10 +257,8 @@ def test_multi_part_checkpoint_comes_back_whole(s3_server, s3, table, sales):
     assert report.summary()["remaining"] == 0, report.render()
     assert report.plan.tables[0]["checkpoint_parts"] == 2
     assert set(parts) <= {o.key for o in report.restore.outcomes}
-    _assert_whole(s3_server, s3, table, sales)
+    _assert_whole(moto_server, s3, table, sales)
 
-
-# on one server: what does not depend on the server ------------------------------------------------
 
 def test_a_commit_that_does_not_decode_is_replaced_by_its_good_version(moto_server, sales_on_moto):
     s3, bucket, sales = sales_on_moto
