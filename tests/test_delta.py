@@ -470,3 +470,40 @@ def test_a_deletion_vector_outside_the_root_is_refused():
         _lines({"add": {"path": "a.parquet", "size": 3, "deletionVector": dv}})]})
     with pytest.raises(MetadataError, match="deletion vector path 's3://bkt/other/deletion_vector_x.bin'"):
         DeltaLayout().needed(objects.inventory("t/"), objects)
+
+
+def test_an_unreadable_checkpoint_falls_back_to_an_older_one():
+    log = "t/_delta_log/"
+
+    def add(path: str) -> bytes:
+        return _lines({"add": {"path": path, "size": 1}})
+
+    objects = {
+        log + "00000000000000000000.json": [add("a.parquet")],
+        log + "00000000000000000001.json": [add("b.parquet")],
+        log + "00000000000000000002.json": [add("c.parquet")],
+        log + "00000000000000000003.json": [_lines({"remove": {"path": "a.parquet"}})],
+        log + "00000000000000000001.checkpoint.parquet": [None, _sidecar(["a.parquet", "b.parquet"])],
+        log + "00000000000000000002.checkpoint.parquet": [b"garbage"],  # live, and no version decodes
+        log + "00000000000000000000.crc": [None, b'{"numFiles": 1}'],
+        log + "00000000000000000003.crc": [None, b'{"numFiles": 2}'],
+    }
+    live_damaged = _Objects("bkt", objects)
+    result = DeltaLayout().needed(live_damaged.inventory("t/"), live_damaged)
+    needed = {o.key: o for o in result.needed}
+    assert result.tables[0]["checkpoint_version"] == 1 and result.tables[0]["commits_replayed"] == 2
+    assert sorted(k for k, o in needed.items() if o.kind == "data_file") == ["t/b.parquet", "t/c.parquet"]
+    assert {log + "00000000000000000002.json", log + "00000000000000000003.json", log + "00000000000000000003.crc",
+            log + "00000000000000000001.checkpoint.parquet"} <= set(needed)
+    assert log + "00000000000000000000.crc" not in needed  # history
+    # Readers would pick the damaged newest checkpoint: it is listed as needed, with its only version bad, so the
+    # plan reports it (unrecoverable) instead of calling the table whole.
+    damaged = needed[log + "00000000000000000002.checkpoint.parquet"]
+    assert damaged.bad_versions and "does not decode" in damaged.damaged_reason
+    assert any("checkpoint 2" in w and "unusable" in w for w in result.info["warnings"])
+    # The same checkpoint deleted: left deleted, with the reason.
+    deleted = _Objects("bkt", {**objects, log + "00000000000000000002.checkpoint.parquet": [None, b"garbage"]})
+    result = DeltaLayout().needed(deleted.inventory("t/"), deleted)
+    assert log + "00000000000000000002.checkpoint.parquet" not in {o.key for o in result.needed}
+    assert "damaged checkpoint, left deleted" in next(
+        s.reason for s in result.skipped if s.key == log + "00000000000000000002.checkpoint.parquet")

@@ -620,8 +620,13 @@ class _Scan:
             live.apply(read.value, key)
         first_current = checkpoint.version if checkpoint is not None else 0
         for checksum_version, key in sorted(table.checksums.items()):
-            if checksum_version >= first_current and self._has_data(key):  # optional: restored when possible
-                self._need_log(key, "log", self.log.read(key, decode_history_object))
+            # Version checksums are optional (readers work without them): restored when a good version is left.
+            if checksum_version >= first_current and self._has_data(key):
+                read = self.log.read(key, decode_history_object)
+                if read.value is not None:
+                    self._need_log(key, "log", read)
+                else:
+                    self.warnings.append(f"version checksum left alone: {read.problem}")
         data_files, dv_files, deleted_rows = self._need_files(table, live, paths)
         history = self._history(table, first_current)
         self._pointer(table)
