@@ -47,7 +47,7 @@ LIST_VERSIONS = Need(
     "list every version and delete marker under the table prefix: the scan, and the re-check of a saved "
     "plan's keys before they are restored", prefix_condition=True)
 READ_VERSIONS = Need(
-    "ReadTableVersions", "s3:GetObjectVersion", "table", ("GetObject", "HeadObject", "CopyObject", "UploadPartCopy"),
+    "ReadTableVersions", "s3:GetObjectVersion", "table", ("GetObject", "CopyObject", "UploadPartCopy"),
     "read table metadata (Fuse snapshots and segments) at a version id; the source version of a copy")
 REMOVE_MARKERS = Need(
     "RemoveDeleteMarkers", "s3:DeleteObjectVersion", "table", ("DeleteObjects",),
@@ -69,12 +69,13 @@ ABORT_COPIES = Need(
     "abort a multipart copy that failed, so its parts do not stay behind (and cost storage)", cleanup_only=True)
 RECHECK = Need(
     "RecheckCurrentObjects", "s3:GetObject", "table", ("HeadObject",),
-    "HeadObject of a key right before a copy onto it: a key written since the scan is left alone")
-TELL_DELETED = Need(
-    "TellDeletedFromDenied", "s3:ListBucket", "bucket", ("HeadObject",),
-    "without it a HeadObject of a deleted key is answered 403 instead of 404 (AWS and Ceph), and the copy "
-    "cannot tell 'deleted' from 'denied'. No s3:prefix condition: that request carries no prefix. It lets the "
-    "holder list current key names in the bucket, not read them")
+    "HeadObject of a live key (damaged, rolled back) right before a copy onto it: a key written since the scan "
+    "is left alone. Deleted keys are re-checked by listing them (s3:ListBucketVersions)")
+LIST_UPLOADS = Need(
+    "FindLeftoverUploads", "s3:ListBucketMultipartUploads", "bucket", ("ListMultipartUploads",),
+    "find multipart uploads an interrupted run left on the keys it copies in parts, to abort them (without it "
+    "they stay, and a warning says so). No s3:prefix condition: Ceph RGW 16 sets none for this call and "
+    "refuses a conditioned grant", cleanup_only=True)
 READ_LIFECYCLE = Need(
     "ReadLifecycleRules", "s3:GetLifecycleConfiguration", "bucket", ("GetBucketLifecycleConfiguration",),
     "find lifecycle rules that expire old versions or delete markers (they shrink the recovery window)")
@@ -91,7 +92,7 @@ READ_OPS = Need(
 _MODE_NEEDS: dict[str, tuple[Need, ...]] = {
     "scan": (VERSIONING, LIST_VERSIONS, READ_VERSIONS),
     "undelete": (VERSIONING, LIST_VERSIONS, READ_VERSIONS, REMOVE_MARKERS, CEPH_MULTI_DELETE),
-    "copy": (VERSIONING, LIST_VERSIONS, READ_VERSIONS, WRITE_COPIES, ABORT_COPIES, RECHECK, TELL_DELETED),
+    "copy": (VERSIONING, LIST_VERSIONS, READ_VERSIONS, WRITE_COPIES, RECHECK, ABORT_COPIES, LIST_UPLOADS),
     "sensor": (VERSIONING, READ_LIFECYCLE, READ_OBJECT_LOCK),
 }
 _MODE_NEEDS["auto"] = _MODE_NEEDS["undelete"] + tuple(
@@ -210,6 +211,7 @@ _OPERATIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "CompleteMultipartUpload": (("s3:PutObject", "object"),),
     "PutObject": (("s3:PutObject", "object"),),
     "AbortMultipartUpload": (("s3:AbortMultipartUpload", "object"),),
+    "ListMultipartUploads": (("s3:ListBucketMultipartUploads", "bucket"),),
     "GetBucketLifecycleConfiguration": (("s3:GetLifecycleConfiguration", "bucket"),),
     "GetObjectLockConfiguration": (("s3:GetBucketObjectLockConfiguration", "bucket"),),
 }
@@ -226,6 +228,7 @@ _WHY = {
     "CompleteMultipartUpload": _COPY_WHY + " in parts (objects of 5 GiB or more)",
     "PutObject": "to save the plan or report there",
     "AbortMultipartUpload": "to abort a failed multipart copy",
+    "ListMultipartUploads": "to find multipart uploads an interrupted run left behind",
     "GetBucketLifecycleConfiguration": "to read the lifecycle rules that expire old versions",
     "GetObjectLockConfiguration": "to read the Object Lock settings",
 }
@@ -242,21 +245,19 @@ def _resource_of(kind: str, bucket: str, prefix: str | None, key: str | None) ->
     return objects_arn(bucket, prefix or "", key)
 
 
+def _versioned(operation: str, versioned: bool | None) -> bool:
+    # GetObject defaults to a version id (the stages read table objects by version id); HeadObject to none
+    # (the restore's HeadObject re-checks a live key's current version before a copy).
+    return operation == "GetObject" if versioned is None else versioned
+
+
 def required(operation: str, *, bucket: str, prefix: str | None = None, key: str | None = None,
              versioned: bool | None = None) -> list[tuple[str, str]]:
-    """(action, resource ARN) pairs an S3 call needs; ``versioned``: the call names a version id.
-
-    GetObject defaults to versioned (the stages read table objects by version id), HeadObject to not (its
-    HeadObject is the re-check of a key's current version before a copy).
-    """
+    """(action, resource ARN) pairs an S3 call needs; ``versioned``: the call names a version id."""
     if operation in ("GetObject", "HeadObject"):
-        if versioned is None:
-            versioned = operation == "GetObject"
-        pairs: tuple[tuple[str, str], ...] = (("s3:GetObjectVersion", "object"),) if versioned else \
-            (("s3:GetObject", "object"),) + ((("s3:ListBucket", "bucket"),) if operation == "HeadObject" else ())
-    else:
-        pairs = _OPERATIONS.get(operation, ())
-    return [(action, _resource_of(kind, bucket, prefix, key)) for action, kind in pairs]
+        action = "s3:GetObjectVersion" if _versioned(operation, versioned) else "s3:GetObject"
+        return [(action, _resource_of("object", bucket, prefix, key))]
+    return [(action, _resource_of(kind, bucket, prefix, key)) for action, kind in _OPERATIONS.get(operation, ())]
 
 
 def denied(operation: str, *, bucket: str, prefix: str | None = None, key: str | None = None,
@@ -272,19 +273,22 @@ def denied(operation: str, *, bucket: str, prefix: str | None = None, key: str |
         pairs = required(operation, bucket=bucket, prefix=prefix, key=key, versioned=versioned)
     if not pairs:
         return (f"the credentials may not call {operation} on {bucket_arn(bucket)}; grant the IAM action it needs "
-                "(`airflow-fuse iam-policy` prints what each mode needs)")
-    if operation == "HeadObject" and not versioned and not named:
-        why = ("to check the key's current version before copying onto it (without s3:ListBucket on the bucket a "
-               "deleted key is answered 403, not 404)")
-    elif operation in ("GetObject", "HeadObject"):
-        why = "to read an older version (table metadata, or the source of a copy)" if versioned or \
-            (versioned is None and operation == "GetObject") else "to read it"
-    else:
+                "(`airflow-fuse iam-policy --mode MODE TABLE` prints the least-privilege policy)")
+    note = _NOTES.get(operation, "")
+    if operation not in ("GetObject", "HeadObject"):
         why = _WHY.get(operation, f"for {operation}")
+    elif _versioned(operation, versioned):
+        why = "to read an older version (table metadata)"
+    elif operation == "HeadObject":
+        why = "to check the key's current version before copying onto it"
+        note = (" (a key deleted since the scan is answered 403 too, not 404, unless s3:ListBucket on "
+                "{bucket_arn} is granted)")
+    else:
+        why = "to read it"
     wanted = " and ".join(f"{action} on {resource}" for action, resource in pairs)
     verb = "is" if len(pairs) == 1 else "are"
     fix = _REMOVE_MARKERS_FIX if operation in ("DeleteObjects", "DeleteObject") else \
         f"grant {'it' if len(pairs) == 1 else 'them'} to these credentials"
-    note = _NOTES.get(operation, "").format(bucket_arn=bucket_arn(bucket)) if not named else ""
+    note = note.format(bucket_arn=bucket_arn(bucket)) if not named else ""
     return (f"{wanted} {verb} needed {why}{note}; {fix} "
             "(`airflow-fuse iam-policy --mode MODE TABLE` prints the least-privilege policy)")
