@@ -218,7 +218,8 @@ def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
     else:
         candidates = [v for v in history.data_versions if good(v)]
 
-    if candidates and current.version_id == candidates[0].version_id:
+    if candidates and (current.version_id == candidates[0].version_id or _same_data(current, candidates[0])):
+        # The wanted version is current, or a copy of it is (a restore ran before): nothing to do.
         item.status, item.version_id, item.size = "present", current.version_id, current.size
         return item
     damaged = not current.is_delete_marker and not good(current)
@@ -246,6 +247,13 @@ def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
         item.reason = (f"deleted at {isoformat(current.last_modified)}; the good version is not the newest "
                        "data version, so it is copied")
     return item
+
+
+def _same_data(current: Any, wanted: Any) -> bool:
+    """A live version holding the wanted version's bytes: same size and the same single-part ETag (an MD5 of the
+    bytes). A multipart ETag ("…-N") is not a digest of the bytes, so it proves nothing."""
+    return (not current.is_delete_marker and bool(wanted.etag) and "-" not in wanted.etag
+            and current.etag == wanted.etag and current.size == wanted.size)
 
 
 def _damage(obj: NeededObject, size: int) -> str:
