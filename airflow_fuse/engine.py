@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from airflow_fuse import formats
-from airflow_fuse.errors import BadInputError, PreconditionError
+from airflow_fuse import formats, versioning
+from airflow_fuse.errors import BadInputError
 from airflow_fuse.formats import ScanTimes
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import Layout
@@ -25,7 +25,6 @@ from airflow_fuse.report import Report
 from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer
 from airflow_fuse.s3 import RequestCounter, explain
 from airflow_fuse.times import isoformat, parse_time
-from airflow_fuse.versioning import ENABLE_HINT, get_versioning_status
 
 log = logging.getLogger(__name__)
 FORMATS = formats.names()
@@ -106,20 +105,10 @@ def _detect_format(inventory: Inventory, options: ScanOptions, times: ScanTimes)
     return formats.detect(inventory)
 
 
-def check_versioning(client: Any, location: TableLocation, *, conn_id: str | None = None) -> str:
-    try:
-        status = get_versioning_status(client, location.bucket)
-    except Exception as exc:
-        raise explain(exc, bucket=location.bucket, client=client, conn_id=conn_id,
-                      action="read the versioning status of") from None
-    if status == "Disabled":
-        raise PreconditionError(
-            f"versioning was never enabled on bucket {location.bucket!r}: no older versions exist, so nothing "
-            f"under {location.uri} can be restored. {ENABLE_HINT.format(bucket=location.bucket)}")
-    if status == "Suspended":
-        log.warning("Versioning of bucket %s is Suspended: objects written while suspended have only a 'null' "
-                    "version and may be unrecoverable", location.bucket)
-    return status
+def check_versioning(client: Any, location: TableLocation, *, conn_id: str | None = None,
+                     for_write: bool = False) -> str:
+    return versioning.check_versioning(client, location.bucket, where=location.uri, conn_id=conn_id,
+                                       for_write=for_write)
 
 
 def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,
@@ -184,12 +173,11 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
         else:
             the_plan = load_plan(plan, client=client)
             plan_location = plan
-            check_versioning(client, the_plan.location, conn_id=conn_id)
         if options.plan_uri:
             # Written before the first change: it lists every delete marker that will be removed.
             plan_location = save_plan(the_plan, options.plan_uri, client=client)
         restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
-                            multipart_threshold=options.multipart_threshold, progress=progress)
+                            multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
         # A plan made moments ago in this call needs no second listing sweep when copies are few (Restorer.run).
         recheck = "auto" if plan is None else "listing"
         result = restorer.dry_run() if options.dry_run else restorer.run(recheck=recheck)

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+# scheme://user:password@host — credentials written into a URL (an endpoint_url, say).
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@'\"]+)@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***``."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", text)
+
 
 class FuseError(Exception):
-    """Base class: anything airflow-fuse refuses or cannot do, in words a data engineer can act on."""
+    """Base class: anything airflow-fuse refuses or cannot do, in words a data engineer can act on.
+
+    The message is redacted on construction: credentials written into a URL never reach a log, an error, XCom
+    or a report through an error.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        super().__init__(redact(str(message)), *args)
 
 
 class BadInputError(FuseError, ValueError):

@@ -44,6 +44,12 @@ class PlanItem:
     reason: str = ""
     current_version_id: str = ""  # the key's current entry when scanned (re-checked before writing)
     current_is_delete_marker: bool = False
+    # A version id "null" is not an identity (while versioning is Suspended each write replaces the 'null'
+    # version): the re-check compares these too.
+    current_etag: str = ""
+    current_size: int = 0
+    current_last_modified: str = ""
+    last_modified: str = ""  # of the version that comes back
     delete_markers: list[str] = field(default_factory=list)  # marker version ids above version_id
     expected_size: int | None = None
     row_count: int | None = None
@@ -122,6 +128,8 @@ class Plan:
             [("key", pa.string()), ("status", pa.string()), ("kind", pa.string()), ("action", pa.string()),
              ("version_id", pa.string()), ("size", pa.int64()), ("etag", pa.string()), ("reason", pa.string()),
              ("current_version_id", pa.string()), ("current_is_delete_marker", pa.bool_()),
+             ("current_etag", pa.string()), ("current_size", pa.int64()), ("current_last_modified", pa.string()),
+             ("last_modified", pa.string()),
              ("delete_markers", pa.list_(pa.string())), ("expected_size", pa.int64()), ("row_count", pa.int64())],
             metadata={"airflow_fuse.plan": json.dumps(self.meta(), default=str)},
         )
@@ -196,6 +204,8 @@ def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
     current = history.current
     item.current_version_id = current.version_id
     item.current_is_delete_marker = current.is_delete_marker
+    item.current_etag, item.current_size = current.etag, current.size
+    item.current_last_modified = isoformat(current.last_modified) or ""
 
     def good(entry: Any) -> bool:
         return (not entry.is_delete_marker and entry.version_id not in obj.bad_versions
@@ -218,6 +228,7 @@ def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
         return item
     wanted = candidates[0]
     item.version_id, item.size, item.etag = wanted.version_id, wanted.size, wanted.etag
+    item.last_modified = isoformat(wanted.last_modified) or ""
     above = history.above(wanted.version_id)
     if damaged:
         item.status, item.action = "damaged", "copy"

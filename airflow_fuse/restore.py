@@ -1,13 +1,19 @@
 """Restore: apply a plan with server-side operations only (no data flows through the client).
 
 Safety rules, in the order they are applied:
+0. Nothing is written unless the bucket's versioning is *Enabled*, checked just before the first write: while
+   Suspended, a write replaces the key's ``null`` version instead of adding one.
 1. Before a key is written its current entry is checked again: by a fresh listing that streams into the
    worker pool, or (a plan made moments ago, few copies) by a HeadObject before each copy. A key whose
    current entry is no longer the one the plan saw is skipped as ``changed since scan`` (a key that
    already holds the wanted data is ``already restored``): a second run, or two at once, converge.
-2. Only version ids that a listing showed as *delete markers* are ever passed to
-   DeleteObjects. A version holding data is never deleted.
-3. A copy writes a new version on top; every older version stays.
+   A version id ``null`` is never taken as an identity: ETag, size and LastModified are compared too.
+2. Only version ids that a listing showed as *delete markers* are ever passed to DeleteObjects, and only
+   the removals its answer confirms (``Deleted``) are counted. A version holding data is never deleted.
+3. A copy writes a new version on top; every older version stays. Copies are never retried blindly: after
+   an error or a lost response the key is looked at again, and the copy is retried only if it did not land
+   (``UnconfirmedWrite``). Where the server honours them (AWS), conditional headers make a copy land only on
+   the entry the plan saw.
 """
 
 from __future__ import annotations
@@ -19,16 +25,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Literal
 
-from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
-from airflow_fuse.listing import iter_object_versions
+from airflow_fuse.listing import VersionEntry, iter_object_versions
 from airflow_fuse.plan import Plan, PlanItem
 from airflow_fuse.s3 import error_code
+from airflow_fuse.times import isoformat
+from airflow_fuse.versioning import check_versioning
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,18 @@ DENIED_CODES = {"AccessDenied", "AccessDeniedException", "InvalidRequest", "Meth
 ALREADY_GONE_CODES = {"NoSuchVersion", "NoSuchKey"}
 RECHECKS = ("listing", "per-key", "auto")
 COPIES_PER_LISTING_PAGE = 100  # fresh plans: above this many copies per page of the table, re-check by listing
+COPY_ATTEMPTS = 4  # a copy whose outcome is unknown is looked at, then tried again, at most this many times
+PART_ATTEMPTS = 4
+# Writes that add a version when they succeed: botocore must never repeat them on its own.
+NON_IDEMPOTENT = ("CopyObject", "UploadPartCopy", "CompleteMultipartUpload")
+# Answers after which the server may or may not have done the work (botocore would retry them).
+_UNSURE_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
+                 "ThrottlingException", "RequestTimeTooSkewed", "ConditionalRequestConflict"}
+
+Result = Literal["undeleted", "copied", "already restored", "changed since scan", "failed", "would undelete",
+                 "would copy"]
+RESTORED: tuple[Result, ...] = ("undeleted", "copied")
+NOT_DONE: tuple[Result, ...] = ("failed", "changed since scan")
 
 
 @dataclass(slots=True)
@@ -47,13 +67,13 @@ class Outcome:
     """What happened to one key of the plan."""
 
     key: str
-    result: str  # undeleted | copied | already restored | changed since scan | failed | would undelete | would copy
+    result: Result
     action: str = ""
     version_id: str = ""
     size: int = 0
     detail: str = ""
     markers_removed: list[str] = field(default_factory=list)
-    new_version_id: str = ""
+    new_version_id: str = ""  # the version a copy created (undo deletes exactly this one)
 
 
 @dataclass
@@ -63,17 +83,177 @@ class RestoreResult:
     outcomes: list[Outcome] = field(default_factory=list)
     seconds: float = 0.0
     relist_pages: int = 0
+    started_at: str = ""
 
-    def count(self, result: str) -> int:
+    def count(self, result: Result) -> int:
         return sum(1 for o in self.outcomes if o.result == result)
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.result == "failed"]
 
+    @property
+    def not_done(self) -> list[Outcome]:
+        """Keys this run did not bring back: failed, or changed since the scan (scan again)."""
+        return [o for o in self.outcomes if o.result in NOT_DONE]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What to do with one key: record an outcome now, remove these delete markers, or copy the version."""
+
+    kind: Literal["record", "undelete", "copy"]
+    item: PlanItem
+    outcome: Outcome | None = None
+    markers: tuple[str, ...] = ()
+    note: str = ""
+    checked: bool = False  # the key's current entry was re-checked by a listing just now
+
 
 ProgressCallback = Callable[[int, int, int], None]  # (keys done, keys total, bytes done)
 
+
+class UnconfirmedWrite(Exception):
+    """A write whose outcome is unknown (an error or a lost response): look at the key before trying again."""
+
+    def __init__(self, operation: str, cause: str) -> None:
+        super().__init__(f"{operation}: {cause}")
+        self.operation = operation
+        self.cause = cause
+
+
+def _refuse_blind_retry(response: Any = None, caught_exception: Any = None, operation: Any = None,
+                        **_: Any) -> None:
+    """``needs-retry`` handler for writes that add a version: raise instead of letting botocore repeat them."""
+    name = getattr(operation, "name", "write")
+    if caught_exception is not None:
+        raise UnconfirmedWrite(name, f"{type(caught_exception).__name__}: {caught_exception}")
+    if response is not None:
+        http, parsed = response
+        status = getattr(http, "status_code", 200) or 200
+        code = ((parsed or {}).get("Error") or {}).get("Code", "")
+        if status >= 500 or code in _UNSURE_CODES:
+            raise UnconfirmedWrite(name, f"HTTP {status} {code}".strip())
+    return None
+
+
+def guard_writes(client: Any) -> None:
+    """Make ``client`` raise :class:`UnconfirmedWrite` instead of retrying a copy or a multipart completion."""
+    if getattr(client, "_airflow_fuse_guarded", False):
+        return
+    for operation in NON_IDEMPOTENT:
+        client.meta.events.register(f"needs-retry.s3.{operation}", _refuse_blind_retry,
+                                    unique_id=f"airflow-fuse-no-blind-retry-{operation}")
+    client._airflow_fuse_guarded = True
+
+
+# pure decisions ---------------------------------------------------------------------------------------
+
+def same_entry(entry: VersionEntry, version_id: str, is_delete_marker: bool, etag: str, size: int,
+               last_modified: str) -> bool:
+    """Is ``entry`` the entry described? Version ids decide, except ``null``, which is not an identity."""
+    if entry.version_id != version_id or entry.is_delete_marker != is_delete_marker:
+        return False
+    if version_id != "null":
+        return True
+    return (entry.etag == etag and entry.size == size
+            and (not last_modified or isoformat(entry.last_modified) == last_modified))
+
+
+def holds_wanted_data(entry: VersionEntry, item: PlanItem) -> bool:
+    """The entry is a data version with the wanted version's ETag and size (the wanted one, or a copy of it)."""
+    return (not entry.is_delete_marker and bool(item.etag) and entry.etag == item.etag
+            and entry.size == item.size)
+
+
+def recheck(item: PlanItem, history: KeyHistory | None) -> Outcome | None:
+    """Is the key still as the plan saw it? None: go ahead; else the outcome (already restored, changed)."""
+    if history is None:
+        return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
+                       "the key is no longer listed (versions removed since the scan); scan again")
+    current = history.current
+    if same_entry(current, item.version_id, False, item.etag, item.size, item.last_modified) or (
+        holds_wanted_data(current, item)
+        and not same_entry(current, item.current_version_id, item.current_is_delete_marker, item.current_etag,
+                           item.current_size, item.current_last_modified)
+    ):
+        return Outcome(item.key, "already restored", item.action, item.version_id, 0,
+                       "the key already holds the wanted data")
+    if not same_entry(current, item.current_version_id, item.current_is_delete_marker, item.current_etag,
+                      item.current_size, item.current_last_modified):
+        what = "delete marker" if current.is_delete_marker else "data"
+        return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
+                       f"current entry is now {current.version_id} ({what}, {isoformat(current.last_modified)}), "
+                       f"the plan saw {item.current_version_id}: written or deleted since the scan; left alone, "
+                       "scan again")
+    if not any(same_entry(e, item.version_id, False, item.etag, item.size, item.last_modified)
+               for e in history.entries):
+        return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
+                       f"version {item.version_id} is no longer listed (expired?); scan again")
+    return None
+
+
+def action_for(strategy: str, item: PlanItem) -> str:
+    """The action a strategy takes for a planned key ("" when the strategy cannot restore it)."""
+    if strategy == "copy":
+        return "copy"
+    if strategy == "undelete" and item.action != "undelete":
+        return ""
+    return item.action
+
+
+def undelete_refusal(item: PlanItem) -> str:
+    return (f"strategy 'undelete' cannot restore this key: {item.reason or 'it needs a copy'} "
+            "(the wanted version is not the newest data version); use strategy 'auto' or 'copy'")
+
+
+def decide(strategy: str, item: PlanItem, history: KeyHistory | None, checked: bool) -> Step:
+    """What to do with one key, given its fresh history when ``checked`` (else the plan's view)."""
+    if checked:
+        changed = recheck(item, history)
+        if changed is not None:
+            return Step("record", item, outcome=changed)
+    action = action_for(strategy, item)
+    if not action:
+        return Step("record", item, outcome=Outcome(item.key, "failed", item.action, item.version_id, item.size,
+                                                    undelete_refusal(item)))
+    if action == "copy":
+        return Step("copy", item, checked=checked)
+    # Rule 2: only ids a listing showed as delete markers (a version id never changes kind).
+    if history is None or not checked:
+        return Step("undelete", item, markers=tuple(item.delete_markers))
+    above = history.above(item.version_id)
+    if above and all(e.is_delete_marker for e in above):
+        return Step("undelete", item, markers=tuple(e.version_id for e in above))
+    if strategy == "auto":
+        return Step("copy", item, checked=checked)
+    return Step("record", item, outcome=Outcome(
+        item.key, "failed", "undelete", item.version_id, item.size,
+        "the entries above the wanted version are not all delete markers any more; scan again"))
+
+
+def copy_landed(item: PlanItem, history: KeyHistory | None, *, multipart: bool) -> VersionEntry | None:
+    """After an unconfirmed copy: the new current version that copy made, if it landed."""
+    if history is None:
+        return None
+    current = history.current
+    if current.is_delete_marker or current.size != item.size:
+        return None
+    if same_entry(current, item.current_version_id, item.current_is_delete_marker, item.current_etag,
+                  item.current_size, item.current_last_modified):
+        return None
+    if same_entry(current, item.version_id, False, item.etag, item.size, item.last_modified):
+        return None
+    # A multipart copy's ETag is not the source's; its size is.
+    return current if multipart or current.etag == item.etag else None
+
+
+def needs_key_listing(item: PlanItem) -> bool:
+    """A key whose plan involves a ``null`` version id cannot be re-checked by version id alone."""
+    return "null" in (item.version_id, item.current_version_id, *item.delete_markers)
+
+
+# machinery ---------------------------------------------------------------------------------------------
 
 class _Progress:
     def __init__(self, total: int, callback: ProgressCallback | None) -> None:
@@ -134,19 +314,24 @@ class Restorer:
 
     def __init__(self, client: Any, plan: Plan, *, strategy: str = "auto", max_workers: int = 16,
                  multipart_threshold: int = MULTIPART_THRESHOLD, multipart_chunksize: int = 512 * 1024**2,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, conditional_writes: bool = True,
+                 conn_id: str | None = None) -> None:
         if strategy not in STRATEGIES:
             raise BadInputError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
         if not 1 <= int(max_workers) <= 256:
             raise BadInputError(f"max_workers={max_workers} must be between 1 and 256")
+        if multipart_threshold < 5 * 1024**2:
+            raise BadInputError(f"multipart_threshold={multipart_threshold} must be at least 5 MiB (S3's smallest "
+                                "part)")
         self.client = client
         self.plan = plan
         self.strategy = strategy
         self.max_workers = int(max_workers)
-        self.transfer_config = TransferConfig(multipart_threshold=multipart_threshold,
-                                              multipart_chunksize=min(multipart_chunksize, multipart_threshold),
-                                              max_concurrency=4, use_threads=True)
+        self.multipart_threshold = multipart_threshold
+        self.multipart_chunksize = max(5 * 1024**2, min(multipart_chunksize, multipart_threshold))
         self.progress_callback = progress
+        self.conditional_writes = conditional_writes
+        self.conn_id = conn_id
         self.check_before_copy = False
 
     # public ---------------------------------------------------------------------------------------
@@ -154,10 +339,10 @@ class Restorer:
         """What a restore would do. Makes no request at all."""
         result = RestoreResult(self.strategy, dry_run=True)
         for item in self.plan.actionable():
-            action = self._action_for(item)
-            result.outcomes.append(Outcome(item.key, f"would {action}" if action else "failed", action,
-                                           item.version_id, item.size,
-                                           "" if action else self._undelete_refusal(item),
+            action = action_for(self.strategy, item)
+            result.outcomes.append(Outcome(item.key, f"would {action}" if action else "failed",  # type: ignore[arg-type]
+                                           action, item.version_id, item.size,
+                                           "" if action else undelete_refusal(item),
                                            markers_removed=list(item.delete_markers) if action == "undelete"
                                            else []))
         return result
@@ -171,24 +356,33 @@ class Restorer:
         instead of coming before them. ``recheck="per-key"`` is for a plan made moments ago in the same
         call: marker removal needs no re-check (it deletes only the delete-marker version ids the scan
         listed: whatever was written since stays on top of them), and each copy is preceded by a
-        HeadObject of its key. ``recheck="auto"`` (fresh plans) takes the listing when copies outnumber
+        HeadObject of its key; keys whose plan involves a ``null`` version id are listed one by one instead.
+        ``recheck="auto"`` (fresh plans) takes the listing when copies outnumber
         ``COPIES_PER_LISTING_PAGE`` per page of the table (one page re-checks up to 1000 keys in one
         request, and overlaps the copies), else per key.
         """
         if recheck not in RECHECKS:
             raise BadInputError(f"recheck={recheck!r} must be one of {', '.join(RECHECKS)}")
         started = time.monotonic()
-        result = RestoreResult(self.strategy, dry_run=False)
+        result = RestoreResult(self.strategy, dry_run=False, started_at=isoformat(datetime.now(timezone.utc)) or "")
         work = self.plan.actionable()
+        if not work:
+            return result
+        # Rule 0, just before the first write, whatever the plan's origin.
+        check_versioning(self.client, self.plan.bucket, where=self.plan.location.uri, conn_id=self.conn_id,
+                         for_write=True)
+        guard_writes(self.client)
         if recheck == "auto":
-            copies = sum(1 for item in work if self._action_for(item) == "copy")
+            copies = sum(1 for item in work if action_for(self.strategy, item) == "copy")
             recheck = "listing" if copies > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages) else "per-key"
         self.check_before_copy = recheck == "per-key"
-        if work:
-            self._apply(work, recheck == "listing", result)
+        self._abort_leftover_uploads(work, started_at=datetime.now(timezone.utc))
+        self._apply(work, recheck == "listing", result)
+        self._fill_new_version_ids(result)
         result.seconds = time.monotonic() - started
         return result
 
+    # the loop -------------------------------------------------------------------------------------
     def _relisted(self, work: list[PlanItem], result: RestoreResult) -> Iterator[tuple[PlanItem, KeyHistory | None]]:
         """The plan's keys with their histories from a fresh listing, as the pages come back."""
         by_key = {item.key: item for item in work}
@@ -204,183 +398,296 @@ class Restorer:
         for item in by_key.values():  # not listed any more
             yield item, None
 
+    def _pairs(self, work: list[PlanItem], relist: bool,
+               result: RestoreResult) -> Iterable[tuple[PlanItem, KeyHistory | None, bool]]:
+        if relist:
+            for item, history in self._relisted(work, result):
+                yield item, history, True
+            return
+        for item in work:
+            if needs_key_listing(item):
+                yield item, self.key_history(item.key), True
+            else:
+                yield item, None, False
+
     def _apply(self, work: list[PlanItem], relist: bool, result: RestoreResult) -> None:
         progress = _Progress(len(work), self.progress_callback)
         pipeline = _Pipeline(self.max_workers)
 
         def record(outcome: Outcome) -> None:
             result.outcomes.append(outcome)
-            progress.add(1, outcome.size if outcome.result in ("undeleted", "copied") else 0)
+            progress.add(1, outcome.size if outcome.result in RESTORED else 0)
 
         def harvest(block: bool) -> None:
             for value in pipeline.finished(block=block):
                 for entry in value if isinstance(value, list) else [value]:
-                    if isinstance(entry, PlanItem):  # marker removal denied: copy instead
-                        pipeline.submit(self._copy, entry, "marker removal denied; copied instead")
+                    if isinstance(entry, Step):  # marker removal denied: copy instead
+                        pipeline.submit(self._copy, entry)
                     else:
                         record(entry)
 
-        batch: list[tuple[PlanItem, list[str]]] = []
+        batch: list[Step] = []
         batch_markers = 0
-        pairs: Iterable[tuple[PlanItem, KeyHistory | None]] = (
-            self._relisted(work, result) if relist else ((item, None) for item in work))
         with pipeline:
-            for item, history in pairs:
-                decision = self._decide(item, history, relist)
-                if isinstance(decision, Outcome):
-                    record(decision)
-                elif decision is None:
-                    pipeline.submit(self._copy, item)
+            for item, history, checked in self._pairs(work, relist, result):
+                step = decide(self.strategy, item, history, checked)
+                if step.kind == "record":
+                    assert step.outcome is not None
+                    record(step.outcome)
+                elif step.kind == "copy":
+                    pipeline.submit(self._copy, step)
                 else:
-                    if batch and batch_markers + len(decision) > DELETE_BATCH:
+                    if batch and batch_markers + len(step.markers) > DELETE_BATCH:
                         pipeline.submit(self._undelete_batch, batch)
                         batch, batch_markers = [], 0
-                    batch.append((item, decision))
-                    batch_markers += len(decision)
+                    batch.append(step)
+                    batch_markers += len(step.markers)
                 harvest(block=False)
             if batch:
                 pipeline.submit(self._undelete_batch, batch)
             while pipeline.outstanding:
                 harvest(block=True)
 
-    def _decide(self, item: PlanItem, history: KeyHistory | None, relisted: bool) -> Outcome | list[str] | None:
-        """What to do with one key: an outcome now, the marker ids to remove, or None for a copy."""
-        if relisted:
-            changed = self._recheck(item, history)
-            if changed is not None:
-                return changed
-        action = self._action_for(item)
-        if not action:
-            return Outcome(item.key, "failed", item.action, item.version_id, item.size, self._undelete_refusal(item))
-        if action == "copy":
-            return None
-        # Rule 2: only ids a listing showed as delete markers (a version id never changes kind).
-        if history is None:
-            return list(item.delete_markers)
-        above = history.above(item.version_id)
-        if above and all(e.is_delete_marker for e in above):
-            return [e.version_id for e in above]
-        if self.strategy == "auto":
-            return None
-        return Outcome(item.key, "failed", "undelete", item.version_id, item.size,
-                       "the entries above the wanted version are not all delete markers any more; scan again")
-
-    # decisions ------------------------------------------------------------------------------------
-    def _action_for(self, item: PlanItem) -> str:
-        if self.strategy == "copy":
-            return "copy"
-        if self.strategy == "undelete" and item.action != "undelete":
-            return ""
-        return item.action
-
-    def _undelete_refusal(self, item: PlanItem) -> str:
-        return (f"strategy 'undelete' cannot restore this key: {item.reason or 'it needs a copy'} "
-                "(the wanted version is not the newest data version); use strategy 'auto' or 'copy'")
-
-    def _recheck(self, item: PlanItem, history: KeyHistory | None) -> Outcome | None:
-        if history is None:
-            return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
-                           "the key is no longer listed (versions removed since the scan); scan again")
-        current = history.current
-        if current.version_id == item.version_id or (
-            not current.is_delete_marker and current.version_id != item.current_version_id
-            and current.etag and current.etag == self._etag_of(history, item.version_id) and current.size == item.size
-        ):
-            return Outcome(item.key, "already restored", item.action, item.version_id, 0,
-                           "the key already holds the wanted data")
-        if current.version_id != item.current_version_id and not self._only_deleted_again(item, history):
-            return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
-                           f"current entry is now {current.version_id} "
-                           f"({'delete marker' if current.is_delete_marker else 'data'}), "
-                           f"the plan saw {item.current_version_id}; left alone, scan again")
-        if item.version_id not in {e.version_id for e in history.entries}:
-            return Outcome(item.key, "changed since scan", item.action, item.version_id, 0,
-                           f"version {item.version_id} is no longer listed (expired?); scan again")
+    # looking at one key -----------------------------------------------------------------------------
+    def key_history(self, key: str) -> KeyHistory | None:
+        """One key's entries from a listing of just that key (None: no entry is listed)."""
+        for history in iter_histories(iter_object_versions(self.client, self.plan.bucket, key, page_size=100)):
+            if history.key == key:
+                return history
+            if history.key > key:
+                break
         return None
 
-    @staticmethod
-    def _only_deleted_again(item: PlanItem, history: KeyHistory) -> bool:
-        """The plan saw a delete marker on top and only more delete markers were added since."""
-        if not item.current_is_delete_marker:
-            return False
-        try:
-            return all(e.is_delete_marker for e in history.above(item.current_version_id))
-        except KeyError:
-            return False
-
-    @staticmethod
-    def _etag_of(history: Any, version_id: str) -> str | None:
-        return next((e.etag for e in history.entries if e.version_id == version_id), None)
-
-    # S3 work --------------------------------------------------------------------------------------
-    def _undelete_batch(self, batch: list[tuple[PlanItem, list[str]]]) -> list[Outcome | PlanItem]:
-        objects = [{"Key": item.key, "VersionId": marker} for item, markers in batch for marker in markers]
-        try:
-            response = self.client.delete_objects(Bucket=self.plan.bucket,
-                                                  Delete={"Objects": objects, "Quiet": False})
-        except ClientError as exc:
-            errors = {(item.key, m): (error_code(exc), str(exc)) for item, markers in batch for m in markers}
-            response = {"Deleted": [], "Errors": [{"Key": k, "VersionId": v, "Code": c, "Message": msg}
-                                                  for (k, v), (c, msg) in errors.items()]}
+    # marker removal ---------------------------------------------------------------------------------
+    def _undelete_batch(self, batch: list[Step]) -> list[Outcome | Step]:
+        objects = [{"Key": step.item.key, "VersionId": marker} for step in batch for marker in step.markers]
+        confirmed: set[tuple[str, str]] = set()
         errors_by_key: dict[str, list[dict]] = {}
-        for error in response.get("Errors") or []:
-            errors_by_key.setdefault(error.get("Key", ""), []).append(error)
-        out: list[Outcome | PlanItem] = []
-        for item, markers in batch:
-            errors = [e for e in errors_by_key.get(item.key, []) if e.get("Code") not in ALREADY_GONE_CODES]
-            if not errors:
-                out.append(Outcome(item.key, "undeleted", "undelete", item.version_id, item.size,
-                                   f"removed {len(markers)} delete marker(s)", markers_removed=markers))
+        unsure: set[str] = set()
+        # A key under more than 1000 markers spans requests: each request takes at most DELETE_BATCH entries.
+        for start in range(0, len(objects), DELETE_BATCH):
+            chunk = objects[start:start + DELETE_BATCH]
+            try:
+                response = self.client.delete_objects(Bucket=self.plan.bucket,
+                                                      Delete={"Objects": chunk, "Quiet": False})
+            except ClientError as exc:
+                response = {"Errors": [{**o, "Code": error_code(exc), "Message": str(exc)} for o in chunk]}
+            except (BotoCoreError, UnconfirmedWrite) as exc:  # no answer: look at these keys
+                log.warning("DeleteObjects got no answer (%s); looking at %d keys again", exc, len(chunk))
+                unsure.update(o["Key"] for o in chunk)
                 continue
-            codes = sorted({str(e.get("Code")) for e in errors})
-            if self.strategy == "auto" and set(codes) <= DENIED_CODES:
-                out.append(item)
-            else:
-                hint = " (marker removal is denied by policy or Object Lock; use strategy 'auto' or 'copy')" \
-                    if set(codes) <= DENIED_CODES else ""
+            for deleted in response.get("Deleted") or []:
+                confirmed.add((deleted.get("Key", ""), str(deleted.get("VersionId") or "null")))
+            for error in response.get("Errors") or []:
+                if error.get("Code") in ALREADY_GONE_CODES:  # removed before (a concurrent run): gone is gone
+                    confirmed.add((error.get("Key", ""), str(error.get("VersionId") or "null")))
+                else:
+                    errors_by_key.setdefault(error.get("Key", ""), []).append(error)
+        out: list[Outcome | Step] = []
+        for step in batch:
+            item = step.item
+            errors = errors_by_key.get(item.key, [])
+            if errors:
+                codes = sorted({str(e.get("Code")) for e in errors})
+                if self.strategy == "auto" and set(codes) <= DENIED_CODES:
+                    out.append(Step("copy", item, note="marker removal denied; copied instead"))
+                    continue
+                hint = (" (marker removal is denied by policy or Object Lock: s3:DeleteObjectVersion is needed; "
+                        "use strategy 'auto' or 'copy')" if set(codes) <= DENIED_CODES else "")
                 out.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
                                    f"DeleteObjects refused: {', '.join(codes)}: {errors[0].get('Message', '')}{hint}"))
+                continue
+            removed = [m for m in step.markers if (item.key, m) in confirmed]
+            if len(removed) == len(step.markers) and item.key not in unsure:
+                out.append(Outcome(item.key, "undeleted", "undelete", item.version_id, item.size,
+                                   f"removed {len(removed)} delete marker(s)", markers_removed=removed))
+                continue
+            out.append(self._confirm_undelete(step, removed))
         return out
 
+    def _confirm_undelete(self, step: Step, removed: list[str]) -> Outcome:
+        """DeleteObjects did not confirm every marker: the key's listing says whether the version is back."""
+        item = step.item
+        try:
+            history = self.key_history(item.key)
+        except Exception as exc:  # noqa: BLE001 - reported per key
+            history, why = None, f"and the key could not be listed ({type(exc).__name__})"
+        else:
+            why = "and the key's listing does not show the wanted version current"
+        if history is not None and same_entry(history.current, item.version_id, False, item.etag, item.size,
+                                              item.last_modified):
+            gone = [m for m in step.markers if not any(e.version_id == m for e in history.entries)]
+            return Outcome(item.key, "undeleted", "undelete", item.version_id, item.size,
+                           f"removed {len(gone)} delete marker(s) (confirmed by listing)", markers_removed=gone)
+        return Outcome(item.key, "failed", "undelete", item.version_id, item.size,
+                       f"DeleteObjects confirmed {len(removed)} of {len(step.markers)} marker removal(s) {why}; "
+                       "run again (it re-checks every key)", markers_removed=removed)
+
+    # copies ---------------------------------------------------------------------------------------
     def _head_check(self, item: PlanItem) -> Outcome | None:
-        """Per-key re-check before a copy: is the key's current entry still the one the plan saw?"""
+        """Per-key re-check before a copy over a live key: is its current version still the one the plan saw?"""
         try:
             head = self.client.head_object(Bucket=self.plan.bucket, Key=item.key)
         except ClientError as exc:
             if error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
                 raise
-            if item.current_is_delete_marker:
-                return None  # still deleted
             return Outcome(item.key, "changed since scan", "copy", item.version_id, 0,
                            "the key was deleted after the scan; left alone, scan again")
         version = str(head.get("VersionId") or "null")
-        if not item.current_is_delete_marker and version == item.current_version_id:
+        etag = str(head.get("ETag", "")).strip('"')
+        if not item.current_is_delete_marker and version == item.current_version_id and version != "null":
             return None
-        if item.etag and head.get("ETag", "").strip('"') == item.etag and head.get("ContentLength") == item.size:
+        if item.etag and etag == item.etag and head.get("ContentLength") == item.size:
             return Outcome(item.key, "already restored", "copy", item.version_id, 0,
                            "the key already holds the wanted data")
         return Outcome(item.key, "changed since scan", "copy", item.version_id, 0,
                        f"current version is now {version}, the plan saw {item.current_version_id}; "
                        "left alone, scan again")
 
-    def _copy(self, item: PlanItem, note: str = "") -> Outcome:
-        source = {"Bucket": self.plan.bucket, "Key": item.key, "VersionId": item.version_id}
+    def _copy(self, step: Step) -> Outcome:
+        item = step.item
+        multipart = item.size >= self.multipart_threshold
         try:
-            if self.check_before_copy:
-                changed = self._head_check(item)
+            if self.check_before_copy and not step.checked:
+                # A deleted key is listed (a 404 does not tell whether a newer marker was added since the scan,
+                # and that is a change); a live one (damaged, rolled back) is checked with a HeadObject.
+                changed = (recheck(item, self.key_history(item.key)) if item.current_is_delete_marker
+                           else self._head_check(item))
                 if changed is not None:
                     return changed
-            if item.size >= self.transfer_config.multipart_threshold:
-                # boto3's managed copy: UploadPartCopy in parallel parts, each server-side.
-                self.client.copy(source, self.plan.bucket, item.key, Config=self.transfer_config)
-                new_version = ""
-            else:
-                response = self.client.copy_object(Bucket=self.plan.bucket, Key=item.key, CopySource=source)
-                new_version = response.get("VersionId", "")  # Ceph does not return it
-        except ClientError as exc:
+        except (ClientError, BotoCoreError) as exc:
             return Outcome(item.key, "failed", "copy", item.version_id, item.size,
-                           f"CopyObject of version {item.version_id} failed: {error_code(exc)}: {exc}")
-        except Exception as exc:  # s3transfer wraps errors of the multipart path
-            return Outcome(item.key, "failed", "copy", item.version_id, item.size,
-                           f"copy of version {item.version_id} failed: {exc}")
-        return Outcome(item.key, "copied", "copy", item.version_id, item.size, note, new_version_id=new_version)
+                           f"could not re-check the key before copying: {exc}; run again")
+        cause = ""
+        conditional = self.conditional_writes
+        for attempt in range(1, COPY_ATTEMPTS + 1):
+            try:
+                new_version = self._multipart_copy(item) if multipart else self._copy_object(item, conditional)
+                return Outcome(item.key, "copied", "copy", item.version_id, item.size, step.note,
+                               new_version_id=new_version)
+            except ClientError as exc:
+                code = error_code(exc)
+                if code not in ("PreconditionFailed", "412"):
+                    return Outcome(item.key, "failed", "copy", item.version_id, item.size,
+                                   f"CopyObject of version {item.version_id} failed: {code}: {exc}")
+                # Looked at below; if the key is as the plan saw it, the server reads the condition
+                # differently: the next attempt goes without it (the listing just re-checked the key).
+                cause, conditional = "the server refused the copy's precondition", False
+            except (UnconfirmedWrite, BotoCoreError) as exc:
+                cause = str(exc)
+            # The outcome is unknown: look at the key before anything else.
+            try:
+                history = self.key_history(item.key)
+            except Exception as exc:  # noqa: BLE001 - reported per key
+                return Outcome(item.key, "failed", "copy", item.version_id, item.size,
+                               f"copy not confirmed ({cause}) and the key could not be listed ({exc}); "
+                               "run again (it re-checks every key)")
+            landed = copy_landed(item, history, multipart=multipart)
+            if landed is not None:
+                return Outcome(item.key, "copied", "copy", item.version_id, item.size,
+                               f"confirmed by listing after: {cause}"[:300], new_version_id=landed.version_id)
+            changed = recheck(item, history)
+            if changed is not None:
+                return changed
+            log.info("Copy of %s not done (%s); trying again (%d/%d)", item.key, cause, attempt, COPY_ATTEMPTS)
+            time.sleep(min(0.1 * 2**attempt, 2.0))
+        return Outcome(item.key, "failed", "copy", item.version_id, item.size,
+                       f"copy not done after {COPY_ATTEMPTS} attempts: {cause}; run again (it re-checks every key)")
+
+    @staticmethod
+    def _conditions(item: PlanItem) -> dict[str, str]:
+        """Destination conditions (AWS honours them; servers that ignore them rely on the re-check)."""
+        if item.current_is_delete_marker:
+            return {"IfNoneMatch": "*"}
+        return {"IfMatch": f'"{item.current_etag}"'} if item.current_etag else {}
+
+    def _copy_object(self, item: PlanItem, conditional: bool) -> str:
+        source = {"Bucket": self.plan.bucket, "Key": item.key, "VersionId": item.version_id}
+        response = self.client.copy_object(Bucket=self.plan.bucket, Key=item.key, CopySource=source,
+                                           **(self._conditions(item) if conditional else {}))
+        return str(response.get("VersionId") or "")  # Ceph does not return it: filled in afterwards
+
+    def _multipart_copy(self, item: PlanItem) -> str:
+        """UploadPartCopy in parts, then CompleteMultipartUpload; the upload is aborted if anything fails.
+
+        A part copied twice replaces the first copy (no version is made before the completion), so parts are
+        retried; the completion is not (an unconfirmed completion is looked at by the caller).
+        """
+        bucket, key = self.plan.bucket, item.key
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        chunk = self.multipart_chunksize
+        ranges = [(start, min(item.size, start + chunk) - 1) for start in range(0, item.size, chunk)]
+        source = {"Bucket": bucket, "Key": key, "VersionId": item.version_id}
+
+        def part(number: int) -> dict[str, Any]:
+            first, last = ranges[number - 1]
+            for attempt in range(1, PART_ATTEMPTS + 1):
+                try:
+                    response = self.client.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                            PartNumber=number, CopySource=source,
+                                                            CopySourceRange=f"bytes={first}-{last}")
+                    return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
+                except (UnconfirmedWrite, BotoCoreError):
+                    if attempt == PART_ATTEMPTS:
+                        raise
+                    time.sleep(min(0.1 * 2**attempt, 2.0))
+            raise AssertionError("unreachable")
+
+        try:
+            with ThreadPoolExecutor(max_workers=min(4, len(ranges)), thread_name_prefix="fuse-part") as pool:
+                parts = list(pool.map(part, range(1, len(ranges) + 1)))
+            response = self.client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                                             MultipartUpload={"Parts": parts})
+            return str(response.get("VersionId") or "")
+        except BaseException:
+            # Aborting cannot undo a completed upload; it frees the parts of one that did not complete.
+            try:
+                self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            except Exception as exc:  # noqa: BLE001 - the original error matters more
+                log.warning("Could not abort the multipart upload %s of %s: %s", upload_id, key, exc)
+            raise
+
+    def _abort_leftover_uploads(self, work: list[PlanItem], *, started_at: datetime) -> None:
+        """Abort unfinished multipart uploads on the keys this plan copies in parts, begun before this run.
+
+        A run killed half way through a multipart copy leaves its upload behind (parts are stored and billed,
+        no version exists). Only uploads on the exact keys this plan will copy in parts are touched.
+        """
+        keys = sorted({item.key for item in work
+                       if item.size >= self.multipart_threshold and action_for(self.strategy, item)})
+        for key in keys:
+            try:
+                uploads = self.client.list_multipart_uploads(Bucket=self.plan.bucket, Prefix=key).get("Uploads") or []
+            except ClientError as exc:
+                log.warning("Could not list unfinished multipart uploads of %s (%s): leftovers of an earlier run, "
+                            "if any, stay (an AbortIncompleteMultipartUpload lifecycle rule removes them)", key,
+                            error_code(exc))
+                continue
+            for upload in uploads:
+                initiated = upload.get("Initiated")
+                if upload.get("Key") != key or not isinstance(initiated, datetime) or initiated >= started_at:
+                    continue
+                log.info("Aborting unfinished multipart upload %s of %s (begun %s)", upload["UploadId"], key,
+                         isoformat(initiated))
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.plan.bucket, Key=key, UploadId=upload["UploadId"])
+                except ClientError as exc:
+                    log.warning("Could not abort upload %s of %s: %s", upload["UploadId"], key, error_code(exc))
+
+    def _fill_new_version_ids(self, result: RestoreResult) -> None:
+        """Copies whose answer carried no version id (Ceph): read it from the key's current entry."""
+        missing = {o.key: o for o in result.outcomes if o.result == "copied" and not o.new_version_id}
+        if not missing:
+            return
+        items = {item.key: item for item in self.plan.items if item.key in missing}
+        if len(missing) > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages):
+            histories: Iterable[KeyHistory] = (
+                h for h in iter_histories(iter_object_versions(self.client, self.plan.bucket, self.plan.prefix))
+                if h.key in missing)
+        else:
+            histories = (h for h in (self.key_history(key) for key in missing) if h is not None)
+        for history in histories:
+            item = items[history.key]
+            landed = copy_landed(item, history, multipart=item.size >= self.multipart_threshold)
+            if landed is not None:
+                missing[history.key].new_version_id = landed.version_id

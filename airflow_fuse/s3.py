@@ -20,7 +20,7 @@ from botocore.exceptions import (
 )
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from airflow_fuse.errors import BadInputError, FuseError, PreconditionError
+from airflow_fuse.errors import BadInputError, FuseError, PreconditionError, redact
 
 # Adaptive retries back off on throttling (SlowDown, 503) and share a token bucket across threads.
 CLIENT_CONFIG = Config(
@@ -73,7 +73,8 @@ def make_client(
 
 
 def endpoint_of(client: Any) -> str:
-    return getattr(client.meta, "endpoint_url", "") or "the default AWS endpoint"
+    """The client's endpoint for messages, with any credentials in the URL redacted."""
+    return redact(getattr(client.meta, "endpoint_url", "") or "") or "the default AWS endpoint"
 
 
 def error_code(exc: ClientError) -> str:

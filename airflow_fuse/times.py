@@ -27,7 +27,10 @@ def parse_time(value: str | datetime | None, *, name: str, allow_future: bool = 
         raise BadInputError(
             f"{name}={value!r} has no timezone; add one, e.g. {parsed.isoformat()}Z for UTC or an offset like +02:00"
         )
-    parsed = parsed.astimezone(timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise BadInputError(f"{name}={value!r} is out of range: give a time between years 1 and 9999 in UTC") from None
     if not allow_future and parsed > datetime.now(timezone.utc):
         raise BadInputError(f"{name}={value!r} is in the future; give the time of the incident or earlier")
     return parsed

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from airflow_fuse.s3 import error_code
+from airflow_fuse.errors import PreconditionError
+from airflow_fuse.s3 import error_code, explain
 
+log = logging.getLogger(__name__)
 VersioningStatus = Literal["Enabled", "Suspended", "Disabled"]
 
 ENABLE_HINT = (
@@ -24,6 +27,39 @@ def get_versioning_status(client: Any, bucket: str) -> VersioningStatus:
     if status in ("Enabled", "Suspended"):
         return status
     return "Disabled"
+
+
+SUSPENDED_WRITE_REFUSAL = (
+    "versioning of bucket {bucket!r} is Suspended: a restore writes nothing while it is. With versioning "
+    "Suspended, a write replaces the key's 'null' version instead of adding one, so a copy or a removed delete "
+    "marker could destroy data written since the scan. Enable it again with `aws s3api put-bucket-versioning "
+    "--bucket {bucket} --versioning-configuration Status=Enabled`, then run again (scans and dry runs work "
+    "while Suspended)"
+)
+
+
+def check_versioning(client: Any, bucket: str, *, where: str = "", conn_id: str | None = None,
+                     for_write: bool = False) -> VersioningStatus:
+    """The bucket's versioning status, refused with a message saying what to do when recovery cannot work.
+
+    Never enabled: nothing can be recovered (refused always). Suspended: scans work (older versions are still
+    there), but ``for_write`` refuses: only an Enabled bucket keeps every write as a new version.
+    """
+    try:
+        status = get_versioning_status(client, bucket)
+    except Exception as exc:
+        raise explain(exc, bucket=bucket, client=client, conn_id=conn_id,
+                      action="read the versioning status of") from None
+    if status == "Disabled":
+        raise PreconditionError(
+            f"versioning was never enabled on bucket {bucket!r}: no older versions exist, so nothing "
+            f"under {where or 's3://' + bucket + '/'} can be restored. {ENABLE_HINT.format(bucket=bucket)}")
+    if status == "Suspended":
+        if for_write:
+            raise PreconditionError(SUSPENDED_WRITE_REFUSAL.format(bucket=bucket))
+        log.warning("Versioning of bucket %s is Suspended: objects written while suspended have only a 'null' "
+                    "version and may be unrecoverable; a restore will refuse to write until it is Enabled", bucket)
+    return status
 
 
 def _rule_applies(rule: dict, prefix: str) -> bool:

@@ -29,8 +29,10 @@ class VersionedS3Hook(S3Hook):
 
     @property
     def config(self) -> Config:
-        """The connection's ``config_kwargs`` when it has them, else adaptive retries and bounded timeouts."""
-        return self.conn_config.botocore_config or CLIENT_CONFIG
+        """Adaptive retries, bounded timeouts and a connection pool, with the connection's ``config_kwargs`` on
+        top: a connection that sets only ``read_timeout`` keeps our retry and pool settings."""
+        own = self.conn_config.botocore_config
+        return CLIENT_CONFIG.merge(own) if own is not None else CLIENT_CONFIG
 
     def get_session(self, region_name: str | None = None, deferrable: bool = False) -> Any:
         """The provider's session; its clients parse listing timestamps fast (see ``s3.parse_timestamp``)."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_fuse.errors import redact
 from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
 
 
@@ -51,4 +52,4 @@ class VersioningTrigger(BaseTrigger):
                     )
                     await asyncio.sleep(self.poke_interval)
         except Exception as exc:  # the event carries the message back to the worker
-            yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
+            yield TriggerEvent({"status": "error", "message": redact(f"{type(exc).__name__}: {exc}")})
