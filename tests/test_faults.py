@@ -101,10 +101,15 @@ def cli_selection(table: Table) -> list[str]:
     return ["--as-of", table.as_of, "--rollback-overwrites"] if table.as_of else []
 
 
+def read_all(s3: Any, bucket: str, keys: list[str]) -> dict[str, bytes | None]:
+    """Each key's current bytes (None: deleted)."""
+    with ThreadPoolExecutor(8) as pool:
+        return dict(zip(keys, pool.map(lambda k: read(s3, bucket, k), keys), strict=True))
+
+
 def assert_whole(s3: Any, table: Table) -> None:
     """What a user checks after the restore (read directly from the server, not through the proxy)."""
-    with ThreadPoolExecutor(8) as pool:
-        got = dict(zip(table.wanted, pool.map(lambda k: read(s3, table.bucket, k), table.wanted), strict=True))
+    got = read_all(s3, table.bucket, list(table.wanted))
     missing = sorted(k for k, body in got.items() if body is None)
     wrong = sorted(k for k, body in got.items() if body is not None and sha(body) != sha(table.wanted[k]))
     assert not missing and not wrong, f"{len(missing)} keys still missing {missing[:5]}, {len(wrong)} with " \

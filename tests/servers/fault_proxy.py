@@ -243,6 +243,15 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _wait(self, seconds: float) -> bool:
+        """Hold the request for ``seconds``; False as soon as the client has gone."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._client_gone():
+                return False
+            time.sleep(min(left, 0.02))
+        return not self._client_gone()
+
     def _client_gone(self) -> bool:
         try:
             readable, _, _ = select.select([self.connection], [], [], 0)
@@ -269,12 +278,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "reset_before":
             self._reset()
             return
-        if fault == "delay":
-            time.sleep(self.owner.delay_for(operation))
-            if self._client_gone():  # the client gave up (or was killed): the request never gets through
-                self.owner.note("dropped")
-                self.close_connection = True
-                return
+        if fault == "delay" and not self._wait(self.owner.delay_for(operation)):
+            self.owner.note("dropped")  # the client gave up (or was killed): the request never gets through
+            self.close_connection = True
+            return
         if self.owner.before_forward is not None:
             self.owner.before_forward(request)
         status, reason, response_headers, response_body = self._forward(body)
