@@ -1,8 +1,8 @@
 """``airflow-fuse``: the break-glass command line. Same stages as the operators; no running Airflow needed.
 
-Exit status: 0 = nothing left to restore (or, for scan and --dry-run, nothing unrecoverable); 2 = bad input
-or precondition (the message says which and what to do); 3 = unrecoverable objects remain; 1 = anything
-else (a key failed to restore, an unexpected error).
+Exit statuses: ``airflow_fuse.errors.EXIT_STATUSES`` (0 nothing to restore, 1 keys failed or changed since the
+scan, 2 bad input or precondition, 3 unrecoverable objects remain, 4 a scan or dry run found objects to restore).
+``undo``: 0 = no key failed, 1 = a key failed. ``verify``: 0 = the table reads whole, 1 = it does not.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 
 from airflow_fuse import __version__
 from airflow_fuse.engine import FORMATS, AmendOptions, ScanOptions, amend, scan_report
-from airflow_fuse.errors import BadInputError, FuseError
-from airflow_fuse.report import Report, human_bytes
+from airflow_fuse.errors import EXIT_STATUSES, BadInputError, FuseError, redact
+from airflow_fuse.report import human_bytes
 from airflow_fuse.restore import STRATEGIES
 
 
@@ -53,8 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="airflow-fuse",
         description="Bring back a table's lost objects from older versions in a versioned S3 bucket.",
-        epilog="exit status: 0 nothing left to restore, 2 bad input or precondition, 3 unrecoverable objects "
-               "remain, 1 anything else",
+        epilog="exit status: " + "; ".join(f"{code} {text}" for code, text in EXIT_STATUSES.items()),
     )
     parser.add_argument("--version", action="version", version=f"airflow-fuse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,7 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--dry-run", action="store_true", help="show what would be done; write nothing")
     am.add_argument("--workers", type=int, default=16, help="parallel requests (default 16)")
     am.add_argument("--report", help="save the full report (.json or .parquet; local path or s3://)")
+    _undo_and_verify_parsers(sub)
     return parser
+
+
+def _undo_and_verify_parsers(sub: Any) -> None:
+    undo = sub.add_parser("undo", help="put back what a restore changed, from the report it saved",
+                          description="Put a delete marker back on each key the restore undeleted (if the "
+                                      "restored version is still current) and delete each copy the restore made "
+                                      "(if it is still current and holds its source's bytes). Never removes a "
+                                      "version that existed before the restore. Exit 0 when nothing failed.")
+    undo.add_argument("--report", required=True, help="the report the restore saved (amend --report; .json or "
+                                                      ".parquet; local path or s3://)")
+    undo.add_argument("--dry-run", action="store_true", help="show what would be undone; write nothing")
+    undo.add_argument("--undo-report", help="save the undo's own report (.json or .parquet; local path or s3://)")
+    undo.add_argument("--workers", type=int, default=16, help="parallel requests (default 16)")
+    undo.add_argument("--json", action="store_true", help="print the undo summary as one JSON object")
+    _common(undo)
+    verify = sub.add_parser("verify", help="check that the table reads whole (exit 0) or not (exit 1)",
+                            description="Read every data file the table needs (Parquet footers, row counts "
+                                        "against the metadata). Exit 0: the table reads whole; 1: it does not "
+                                        "(the first problems are printed); 2: bad input or precondition.")
+    _selection(verify)
+    verify.add_argument("--expect-row-count", type=int, metavar="N", help="the table must hold N rows")
+    verify.add_argument("--expect", action="append", default=[], metavar="EXPR=VALUE",
+                        help="an aggregate the data must give, e.g. 'sum(a)=4498500' or 'max(b)=row999' "
+                             "(repeatable; the value is read as JSON, else as text; reads every file in full)")
+    verify.add_argument("--full-read", action="store_true", help="read every data file in full, not just its footer")
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -83,6 +108,13 @@ def _client(args: argparse.Namespace) -> Any:
 
     return make_client(endpoint_url=args.endpoint_url, region=args.region,
                        max_pool_connections=max(64, getattr(args, "workers", 16) + 8))
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (tracebacks included) with credentials in URLs redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class _Progress:
@@ -123,18 +155,16 @@ class _Progress:
             self.stream.write("\n")
 
 
-def _exit_status(report: Report) -> int:
-    if report.unrecoverable:
-        return 3
-    if report.restore is not None and not report.restore.dry_run and report.remaining:
-        return 1
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler])
+    if args.verbose:
+        for noisy in ("botocore", "urllib3", "s3transfer"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
+    if args.command in ("undo", "verify"):
+        return _run_undo(args) if args.command == "undo" else _run_verify(args)
     progress = _Progress(sys.stderr)
     options = ScanOptions(
         table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
@@ -175,12 +205,74 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         print("airflow-fuse: interrupted; run the same command again: it re-checks every key", file=sys.stderr)
         return 1
+    except Exception as exc:  # an unexpected error: say what it was, never a secret (no traceback with URLs)
+        progress.close()
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(f"airflow-fuse: unexpected error: {redact(f'{type(exc).__name__}: {exc}')}; run with -v for "
+              "details", file=sys.stderr)
+        return 1
     progress.close()
     if args.json:
         print(json.dumps(report.summary(), default=str))
     else:
         print(report.render())
-    return _exit_status(report)
+    return report.exit_status()
+
+
+def _run_undo(args: argparse.Namespace) -> int:
+    """``undo``: exit 0 when no key failed (keys left alone are listed with the reason), 1 when one did."""
+    from airflow_fuse.undo import undo
+
+    progress = _Progress(sys.stderr)
+    try:
+        result = undo(_client(args), args.report, dry_run=args.dry_run, max_workers=args.workers,
+                      report_uri=args.undo_report, conn_id=args.aws_conn_id, on_page=progress.page)
+    except FuseError as exc:
+        progress.close()
+        print(f"airflow-fuse: {exc}", file=sys.stderr)
+        return exc.exit_code
+    progress.close()
+    print(json.dumps(result.summary(), default=str) if args.json else result.render())
+    return 1 if result.failed else 0
+
+
+def _expectations(args: argparse.Namespace) -> dict[str, Any]:
+    expect: dict[str, Any] = {}
+    for text in args.expect:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise BadInputError(f"--expect {text!r} is not EXPR=VALUE (e.g. 'sum(a)=4498500')")
+        try:
+            expect[name.strip()] = json.loads(value)
+        except ValueError:
+            expect[name.strip()] = value
+    if args.expect_row_count is not None:
+        expect["row_count"] = args.expect_row_count
+    return expect
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    """``verify``: exit 0 when the table reads whole, 1 when it does not (first problems printed), 2 bad input."""
+    from airflow_fuse.verify import verify_table
+
+    options = ScanOptions(
+        table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
+        deleted_before=args.deleted_before, rollback_overwrites=args.rollback_overwrites,
+        rollback_keys=args.rollback_keys, allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
+        snapshot_location=args.snapshot_location, include_history=args.include_history,
+    )
+    try:
+        result = verify_table(_client(args), args.table, options, full_read=args.full_read,
+                              expect=_expectations(args), conn_id=args.aws_conn_id)
+    except FuseError as exc:
+        print(f"airflow-fuse: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result.summary(), default=str) if args.json else result.render())
+    if result.ok:
+        return 0
+    print(f"airflow-fuse: {args.table} does not read whole: {len(result.problems)} problem(s), first: "
+          f"{result.problems[0]}", file=sys.stderr)
+    return 1
 
 
 def run() -> NoReturn:

@@ -146,6 +146,9 @@ class AmendOptions:
     multipart_threshold: int = MULTIPART_THRESHOLD
     plan_uri: str | None = None  # where the plan (the undo manifest) is saved before any change
     report_uri: str | None = None
+    # Scheduled amends: restore only what a table's own metadata references. A table whose format does not
+    # say what it needs (prefix) is only reported, unless the scan selected a deletion window.
+    referenced_only: bool = False
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -180,14 +183,26 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
                             multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
         # A plan made moments ago in this call needs no second listing sweep when copies are few (Restorer.run).
         recheck = "auto" if plan is None else "listing"
-        result = restorer.dry_run() if options.dry_run else restorer.run(recheck=recheck)
+        held_back = options.referenced_only and not _references_what_it_needs(the_plan)
+        if held_back:
+            log.warning("%s is a %s table: its metadata does not say which objects it needs, so a scheduled amend "
+                        "only reports its deleted keys. Give the table a deletion window to restore on a schedule, "
+                        "or restore it with the runbook", the_plan.location.uri, the_plan.table_format)
+        result = restorer.dry_run() if options.dry_run or held_back else restorer.run(recheck=recheck)
         report = Report(the_plan, result, requests=dict(counter.by_operation), seconds=time.monotonic() - started,
-                        plan_location=plan_location)
+                        plan_location=plan_location, held_back=held_back)
         if options.report_uri:
             report.save(options.report_uri, client=client)
         return report
     finally:
         counter.detach(client)
+
+
+def _references_what_it_needs(plan: Plan) -> bool:
+    """The plan's keys come from the table's own metadata, or from a deletion window chosen for the incident."""
+    if formats.get(plan.table_format).referenced:
+        return True
+    return bool(plan.info.get("deleted_since") or plan.info.get("deleted_before"))
 
 
 def scan_report(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,

@@ -60,6 +60,8 @@ class TableFormat:
     :param options: the ``layout_options`` keys this format accepts, with a one-line description each.
     :param row_kinds: kinds of needed objects that are Parquet data files with a row count (verification).
     :param time_window: whether ``as_of`` / ``deleted_since`` / ``deleted_before`` apply to this format.
+    :param referenced: whether the table's own metadata says which objects it needs (false for ``prefix``: every
+        deleted key counts, intentional deletions included, so scheduled amends do not restore it unasked).
     """
 
     name: str
@@ -69,6 +71,7 @@ class TableFormat:
     options: Mapping[str, str] = field(default_factory=dict)
     row_kinds: frozenset[str] = frozenset()
     time_window: bool = False
+    referenced: bool = True
 
     def check_options(self, layout_options: Mapping[str, Any]) -> None:
         unknown = sorted(set(layout_options) - set(self.options))

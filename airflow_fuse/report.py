@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_fuse.errors import EXIT_ERROR, EXIT_OK, EXIT_TO_RESTORE, EXIT_UNRECOVERABLE
 from airflow_fuse.plan import Plan, write_document
 from airflow_fuse.restore import RestoreResult
 
@@ -33,6 +34,7 @@ class Report:
     seconds: float = 0.0
     location: str | None = None  # where the full report was written
     plan_location: str | None = None
+    held_back: bool = False  # referenced_only: a table whose metadata does not say what it needs was only reported
 
     # totals ---------------------------------------------------------------------------------------
     @property
@@ -43,17 +45,24 @@ class Report:
     def failed(self) -> int:
         return 0 if self.restore is None else len(self.restore.failed)
 
+    def exit_status(self) -> int:
+        """The command's exit status for this report (``errors.EXIT_STATUSES``); the operators follow it."""
+        if self.unrecoverable:
+            return EXIT_UNRECOVERABLE
+        if self.restore is not None and not self.restore.dry_run:
+            return EXIT_ERROR if self.restore.not_done else EXIT_OK
+        return EXIT_TO_RESTORE if self.plan.actionable() else EXIT_OK
+
     @property
     def remaining(self) -> int:
         """Keys the table needs that are still not whole after this run."""
         if self.restore is None or self.restore.dry_run:
             return len(self.plan.actionable()) + self.unrecoverable
-        not_done = sum(1 for o in self.restore.outcomes if o.result in ("failed", "changed since scan"))
-        return not_done + self.unrecoverable
+        return len(self.restore.not_done) + self.unrecoverable
 
     def summary(self) -> dict[str, Any]:
         """Small (well under 64 KB) and free of secrets: for XCom and --json."""
-        out: dict[str, Any] = {**self.plan.summary()}
+        out: dict[str, Any] = {**self.plan.summary(), "listed_at": self.plan.listed_at}
         out["tables"] = [{k: v for k, v in t.items() if k not in ("indexes", "history", "inverted_indexes")}
                          for t in self.plan.tables[:20]]
         if self.plan.info:
@@ -66,10 +75,14 @@ class Report:
             out["restored"] = results.get("undeleted", 0) + results.get("copied", 0)
             out["bytes_restored"] = sum(o.size for o in self.restore.outcomes if o.result in ("undeleted", "copied"))
             out["failed"] = results.get("failed", 0)
-            out["first_failures"] = [{"key": o.key, "detail": o.detail[:300]} for o in self.restore.failed[:5]]
+            out["first_failures"] = [{"key": o.key, "result": o.result, "detail": o.detail[:300]}
+                                     for o in self.restore.not_done[:5]]
         out["first_unrecoverable"] = [{"key": i.key, "reason": i.reason[:300]}
                                       for i in self.plan.items if i.status == "unrecoverable"][:5]
+        if self.held_back:
+            out["held_back"] = True
         out["remaining"] = self.remaining
+        out["exit_status"] = self.exit_status()
         out["requests"] = dict(sorted(self.requests.items()))
         out["requests_total"] = sum(self.requests.values())
         out["seconds"] = round(self.seconds, 3)

@@ -10,14 +10,21 @@ Tables come from the Airflow Variable `fuse_periodic_tables` (JSON list), e.g.
 
 ```json
 [{"table": "s3://lake/warehouse/", "table_format": "fuse", "aws_conn_id": "aws_default"},
- {"table": "s3://lake/events/", "table_format": "prefix", "deleted_since": "2026-11-24T00:00:00Z"}]
+ {"table": "s3://lake/events/", "table_format": "prefix", "deletion_window_hours": 2}]
 ```
+
+**Only what a table's own metadata references is restored on a schedule.** A Databend (fuse), Iceberg or
+Delta table says which objects it needs, so what its own maintenance deleted stays deleted. A `prefix`
+table does not: a retention job or an erasure request deletes keys on purpose, and restoring every
+deleted key each hour would undo them. So a prefix table is only *reported*: its `amend` task fails
+(alerting fires) listing the deleted keys, and nothing is written — unless its entry opts in with
+`deletion_window_hours`: then only keys deleted within that many hours before the run are restored.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Variable, task, task_group
@@ -28,7 +35,7 @@ from airflow_fuse.sensors.versioning import VersioningSensor
 
 RESTORED = Asset("airflow-fuse://restored")
 VARIABLE = "fuse_periodic_tables"
-ALLOWED = {"table", "table_format", "aws_conn_id", "table_prefix", "snapshot_location", "deleted_since",
+ALLOWED = {"table", "table_format", "aws_conn_id", "table_prefix", "snapshot_location", "deletion_window_hours",
            "strategy"}
 
 with DAG(
@@ -55,7 +62,14 @@ with DAG(
             unknown = set(spec) - ALLOWED
             if unknown:
                 raise ValueError(f"Variable {VARIABLE}: entry for {spec['table']} has unknown keys {sorted(unknown)}")
-            full = {key: spec.get(key) for key in ALLOWED}
+            full = {key: spec.get(key) for key in ALLOWED - {"deletion_window_hours"}}
+            window = spec.get("deletion_window_hours")
+            if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float))
+                                       or window <= 0):
+                raise ValueError(f"Variable {VARIABLE}: entry for {spec['table']}: deletion_window_hours must be a "
+                                 f"positive number of hours, not {window!r}")
+            full["deleted_since"] = (None if window is None else
+                                     (datetime.now(timezone.utc) - timedelta(hours=window)).isoformat())
             full["table_format"] = full["table_format"] or "auto"
             full["aws_conn_id"] = full["aws_conn_id"] or "aws_default"
             full["strategy"] = full["strategy"] or "auto"
@@ -71,7 +85,9 @@ with DAG(
         scan_args = {"table": table, "table_format": table_format, "table_prefix": table_prefix,
                      "snapshot_location": snapshot_location, "deleted_since": deleted_since,
                      "aws_conn_id": aws_conn_id}
-        amend = FuseAmendOperator(task_id="amend", strategy=strategy, **scan_args)
+        # Scheduled: a table whose metadata does not say what it needs (prefix) is reported, not restored,
+        # unless its entry gave a deletion window (deleted_since).
+        amend = FuseAmendOperator(task_id="amend", strategy=strategy, referenced_only=True, **scan_args)
         verify = FuseVerifyOperator(task_id="verify", **scan_args)
 
         @task(outlets=[RESTORED])

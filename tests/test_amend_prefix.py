@@ -360,29 +360,33 @@ def test_a_restore_rechecks_and_never_overwrites_a_newer_write(s3, bucket, reche
     # after the scan, a pipeline writes t/a again and deletes t/c again
     put_objects(s3, bucket, {"t/a": b"written after the scan"})
     s3.delete_object(Bucket=bucket, Key="t/c")
+    # Ceph does not stack a second delete marker on a deleted key; moto (and AWS) do
+    stacked = sum(1 for k, _, marker in all_versions(s3, bucket, "t/c") if marker) == 2
 
     copied = Restorer(s3, plan, strategy="copy").run(recheck=recheck)
     results = {o.key: o.result for o in copied.outcomes}
-    # t/c was deleted once more after the scan: a deletion newer than the plan's listing is not undone
-    assert results == {"t/a": "changed since scan", "t/b": "copied", "t/c": "changed since scan"}
+    # t/c deleted once more after the scan: a deletion newer than the plan's listing is not undone
+    assert results == {"t/a": "changed since scan", "t/b": "copied",
+                       "t/c": "changed since scan" if stacked else "copied"}
     assert read(s3, bucket, "t/a") == b"written after the scan"
-    assert read(s3, bucket, "t/c") is None
+    assert (read(s3, bucket, "t/c") is None) == stacked
 
     put_objects(s3, bucket, {"t/b": b"b2"})
     delete_keys(s3, bucket, ["t/b"])
     plan = scan(s3, f"s3://{bucket}/t/")
     put_objects(s3, bucket, {"t/b": b"b3 after the scan"})
     undeleted = Restorer(s3, plan).run(recheck=recheck)
+    c = {"t/c": "undeleted"} if stacked else {}
     if recheck == "per-key":
         # the listed marker is removed; the newer write stays on top of it, and every data version is kept
-        assert {o.key: o.result for o in undeleted.outcomes} == {"t/b": "undeleted", "t/c": "undeleted"}
+        assert {o.key: o.result for o in undeleted.outcomes} == {"t/b": "undeleted", **c}
     else:
-        assert {o.key: o.result for o in undeleted.outcomes} == {"t/b": "changed since scan", "t/c": "undeleted"}
+        assert {o.key: o.result for o in undeleted.outcomes} == {"t/b": "changed since scan", **c}
     assert read(s3, bucket, "t/b") == b"b3 after the scan"
     assert len([1 for k, _ in data_versions(s3, bucket, "t/b") if k == "t/b"]) == 4
 
 
-def test_fresh_plan_with_many_copies_rechecks_by_one_listing_not_a_head_per_key(s3, bucket):
+def test_fresh_plan_with_many_copies_rechecks_by_one_listing_not_a_head_per_key(s3_server, s3, bucket):
     """amend() re-checks a fresh plan's copies by a listing (streamed, overlapping the copies) when they
     outnumber 100 per page of the table; one request per key when they are few (a listing of the deleted key:
     a HeadObject's 404 cannot tell a newer delete marker from the one the plan saw)."""
@@ -400,5 +404,9 @@ def test_fresh_plan_with_many_copies_rechecks_by_one_listing_not_a_head_per_key(
     report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
     assert report.summary()["results"] == {"copied": 2}
     assert report.restore.relist_pages == 0 and "HeadObject" not in report.requests
-    assert report.requests["ListObjectVersions"] == 1 + 2  # the scan's page, then one per copied key
+    # the scan's page, then one per copied key (+ one each on Ceph, whose CopyObject answer carries no version id:
+    # the new version id, which undo needs, is read from the key's listing)
+    assert report.requests["ListObjectVersions"] == 1 + 2 + (2 if s3_server.name == "ceph" else 0)
+    assert all(o.new_version_id == s3.head_object(Bucket=bucket, Key=o.key)["VersionId"]
+               for o in report.restore.outcomes)
     _assert_back(s3, bucket, few)

@@ -7,6 +7,7 @@ import struct
 
 import msgpack
 import pytest
+import zstandard
 
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.layouts.fuse_format import (
@@ -178,13 +179,17 @@ def test_snappy_compressed_snapshot():
 
 
 def test_snappy_copies_may_overlap_their_output():
-    from airflow_fuse.layouts.fuse_format import _decompress_snappy
+    from airflow_fuse.layouts.fuse_format import _Budget, _decompress_snappy
 
     # 32 bytes: an 8-byte literal, then a copy of 24 bytes from offset 8 (it reads what it writes)
     stream = bytes([32, (8 - 1) << 2]) + b"ABCDEFGH" + bytes([((24 - 1) << 2) | 2]) + (8).to_bytes(2, "little")
-    assert _decompress_snappy("k", stream) == b"ABCDEFGH" * 4
+    assert _decompress_snappy(_Budget("k", 1 << 20), stream) == b"ABCDEFGH" * 4
+    # 30 bytes: a 3-byte literal, then a copy of 27 bytes from offset 3 (the pattern repeats nine times)
+    stream = bytes([30, (3 - 1) << 2]) + b"xyz" + bytes([((27 - 1) << 2) | 2]) + (3).to_bytes(2, "little")
+    assert _decompress_snappy(_Budget("k", 1 << 20), stream) == b"xyz" * 10
     with pytest.raises(MetadataError, match="snappy"):
-        _decompress_snappy("k", bytes([32, (8 - 1) << 2]) + b"ABCDEFGH" + bytes([((24 - 1) << 2) | 2]) + b"\x09\x00")
+        _decompress_snappy(_Budget("k", 1 << 20),
+                           bytes([32, (8 - 1) << 2]) + b"ABCDEFGH" + bytes([((24 - 1) << 2) | 2]) + b"\x09\x00")
 
 
 def test_json_snapshots_v0_to_v2():
@@ -295,3 +300,54 @@ def test_damaged_column_oriented_segment():
     for damaged in (data[:-1], b"PAR1" + data[100:], data[:50] + b"\x00" * 100 + data[150:]):
         with pytest.raises(MetadataError, match=key):
             decode_segment(key, damaged)
+
+
+# the cap on one object ----------------------------------------------------------------------------------
+
+def _inflated_size(key: str, data: bytes) -> int:
+    """What a v4 snapshot or segment decompresses to: the sum over its zstd payloads (one or two)."""
+    header = struct.Struct("<QBBQ" if "/_ss/" in key else "<QBBQQ")
+    _version, _encoding, compression, *lengths = header.unpack_from(data)
+    assert compression == 1
+    payloads, start = [], header.size
+    for length in lengths:
+        payloads.append(data[start:start + length])
+        start += length
+    return sum(len(zstandard.ZstdDecompressor().decompressobj().decompress(p)) for p in payloads)
+
+
+def _v4_metadata(name: str) -> list[tuple[str, bytes]]:
+    return [(key, data) for key, data in latest_puts(name).items()
+            if key.endswith("_v4.mpk") and ("/_ss/" in key or "/_sg/" in key)]
+
+
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_the_cap_holds_for_the_whole_object_to_the_byte(name):
+    """Each snapshot and segment Databend wrote decodes with a cap of exactly what it decompresses to, and is
+    refused, naming the key, the cap and how to raise it, with one byte less: the cap is per object (both
+    payloads of a segment together), not per payload."""
+    objects = _v4_metadata(name)
+    assert objects
+    for key, data in objects:
+        decode = decode_snapshot if "/_ss/" in key else decode_segment
+        inflated = _inflated_size(key, data)
+        decode(key, data, max_bytes=max(inflated, len(data)))
+        with pytest.raises(MetadataError, match="over the cap") as raised:
+            decode(key, data, max_bytes=max(inflated, len(data)) - 1)
+        assert key in str(raised.value) and "AIRFLOW_FUSE_MAX_METADATA_BYTES" in str(raised.value)
+
+
+def test_the_cap_also_holds_for_json_and_column_oriented_metadata():
+    expect, objects = load_expect("fuse_column_oriented"), latest_puts("fuse_column_oriented")
+    segment_key = expect["referenced_by_kind"]["segment"][0]
+    segment = objects[segment_key]
+    assert len(decode_segment(segment_key, segment, max_bytes=len(segment)).blocks) == 1
+    with pytest.raises(MetadataError, match=f"{segment_key}.*is {len(segment):,} bytes, over the cap"):
+        decode_segment(segment_key, segment, max_bytes=len(segment) - 1)
+    hint_key = expect["hint"]["key"]
+    with pytest.raises(MetadataError, match="over the cap"):
+        decode_hint(hint_key, objects[hint_key], max_bytes=len(objects[hint_key]) - 1)
+    v0 = json.dumps({"snapshot_id": "1d3db62f-92d6-4efd-96d8-ac48cd06dc3a", "segments": ["1/6/_sg/s0"]}).encode()
+    assert decode_snapshot("t/1/6/_ss/1d3db62f92d64efd96d8ac48cd06dc3a", v0, max_bytes=len(v0)).segments
+    with pytest.raises(MetadataError, match="over the cap"):
+        decode_snapshot("t/1/6/_ss/1d3db62f92d64efd96d8ac48cd06dc3a", v0, max_bytes=len(v0) - 1)

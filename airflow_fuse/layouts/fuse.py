@@ -9,6 +9,8 @@ Metadata is read version-aware and never written: for each metadata key, the new
 data is read even when a delete marker lies on top of it (the incident deleted it), and a version that
 does not decode is recorded as bad so the plan restores an older, good one instead. Only metadata is
 read (one GET per version tried); data files are judged by the sizes and row counts the metadata records.
+Reading is bounded (see limits.py): a version listed larger than the cap is bad without being read, and
+one that decompresses past it is bad too, so a crafted object cannot exhaust memory.
 
 Every location found in metadata must stay inside the table root: a damaged or crafted snapshot must
 not make a restore touch another table's keys.
@@ -41,6 +43,8 @@ from airflow_fuse.layouts.fuse_format import (
     snapshot_id_from_name,
     uuid_version,
 )
+from airflow_fuse.limits import metadata_cap, over_cap_advice
+from airflow_fuse.listing import VersionEntry
 
 HINT_V2 = "last_snapshot_location_hint_v2"
 HINT_LEGACY = "last_snapshot_location_hint"
@@ -125,15 +129,27 @@ class _Read:
 
 
 class _MetadataReader:
-    """Reads each metadata key once (cached), from its newest decodable version, and counts the GETs."""
+    """Reads each metadata key once (cached), from its newest decodable version, and counts the GETs.
 
-    def __init__(self, inventory: Inventory, reader: VersionReader) -> None:
+    Every version is held to ``cap`` bytes: its listed size before it is read, and what it decompresses to."""
+
+    def __init__(self, inventory: Inventory, reader: VersionReader, *, cap: int) -> None:
         self.inventory = inventory
         self.reader = reader
+        self.cap = cap
         self.reads = 0
         self._cache: dict[str, _Read] = {}
 
-    def read_newest(self, key: str, decode: Callable[[str, bytes], T]) -> _Read:
+    def _get(self, key: str, entry: VersionEntry) -> bytes:
+        # The listing knows each version's size: one over the cap is never fetched.
+        if entry.size > self.cap:
+            raise MetadataError(f"cannot read Fuse metadata {key!r}: version {entry.version_id} is listed at "
+                                f"{entry.size:,} bytes, over the cap, so it was not read; "
+                                f"{over_cap_advice(self.cap)}")
+        self.reads += 1
+        return self.reader.read(key, entry.version_id)
+
+    def read_newest(self, key: str, decode: Callable[..., T]) -> _Read:
         """Newest version holding data; if it does not decode, older versions, newest first."""
         if key in self._cache:
             return self._cache[key]
@@ -146,10 +162,9 @@ class _MetadataReader:
         bad: dict[str, str] = {}
         result = _Read()
         for entry in history.data_versions:
-            data = self.reader.read(key, entry.version_id)
-            self.reads += 1
             try:
-                result.value, result.version_id = decode(key, data), entry.version_id
+                result.value = decode(key, self._get(key, entry), max_bytes=self.cap)
+                result.version_id = entry.version_id
                 break
             except UnsupportedFormatError:
                 raise  # a format we do not read is not damage: stop and say so
@@ -165,9 +180,8 @@ class _MetadataReader:
         self._cache[key] = result
         return result
 
-    def read_version(self, key: str, version_id: str, decode: Callable[[str, bytes], T]) -> T:
-        self.reads += 1
-        return decode(key, self.reader.read(key, version_id))
+    def read_version(self, key: str, entry: VersionEntry, decode: Callable[..., T]) -> T:
+        return decode(key, self._get(key, entry), max_bytes=self.cap)
 
 
 # the layout -----------------------------------------------------------------------------------------
@@ -193,7 +207,7 @@ class FuseLayout:
     def needed(self, inventory: Inventory, reader: VersionReader) -> LayoutResult:
         found = find_tables(inventory)
         tables = self._select(found, inventory)
-        scan = _TableScan(inventory, _MetadataReader(inventory, reader))
+        scan = _TableScan(inventory, _MetadataReader(inventory, reader, cap=metadata_cap()))
         summaries = [scan.table(table, snapshot_location=self.snapshot_location,
                                 include_history=self.include_history) for table in tables]
         info: dict[str, Any] = {
@@ -342,7 +356,7 @@ class _TableScan:
             if key is None or newest is None:
                 continue
             try:
-                return self.metadata.read_version(key, newest.version_id, decode_hint)
+                return self.metadata.read_version(key, newest, decode_hint)
             except MetadataError as exc:
                 self.warnings.append(f"hint file unusable, ignored: {exc}")
         return None

@@ -23,10 +23,18 @@ import pyarrow.parquet as pq
 import zstandard
 
 from airflow_fuse.errors import MetadataError
+from airflow_fuse.limits import metadata_cap, over_cap_advice
 
-# A Fuse metadata object is kilobytes to a few megabytes; the cap stops a crafted or corrupted
-# object (a zstd bomb, a bogus length) from exhausting memory.
-MAX_METADATA_BYTES = 1 << 30
+# Bounded decoding: every decoder below works within one budget per object (the cap, see limits.py):
+# decompressed bytes are counted against it before they are kept, and MessagePack and Parquet get limits
+# derived from the bytes they are given, so a small object cannot declare a huge string or container.
+_CHUNK = 1 << 20
+# A zstd stream is decoded through a window buffer as large as its frame asks for. Databend's frames ask
+# for 2 MiB; allow what the cap allows, never less than the 8 MiB of zstd's slowest levels, and never more
+# than zstd's own default limit (128 MiB), which Databend's decoder applies too.
+_ZSTD_MAX_WINDOW, _ZSTD_MIN_WINDOW = 1 << 27, 1 << 23
+# Raw Snappy writes at most 64 bytes per 3-byte copy: no stream inflates more than 22-fold.
+_SNAPPY_MAX_RATIO = 22
 
 ENCODING_BINCODE, ENCODING_MSGPACK, ENCODING_JSON = 1, 2, 3
 COMPRESSION_NONE, COMPRESSION_ZSTD, COMPRESSION_SNAPPY = 0, 1, 2
@@ -185,27 +193,80 @@ def _error(key: str, what: str) -> MetadataError:
     return MetadataError(f"cannot decode Fuse metadata {key!r}: {what}")
 
 
-def _decompress_zstd(key: str, payload: bytes) -> bytes:
-    # Databend's zstd frames carry no content size, so a one-shot decompress() cannot size its output:
-    # stream it, a chunk at a time, and stop at the cap.
-    decompressor = zstandard.ZstdDecompressor().decompressobj()
-    out = bytearray()
+@dataclass(slots=True)
+class _Budget:
+    """The bytes one object may still decompress to: the cap holds for the object, not for each payload."""
+
+    key: str
+    cap: int
+    used: int = 0
+
+    @property
+    def left(self) -> int:
+        return self.cap - self.used
+
+    def over(self, what: str) -> MetadataError:
+        return _error(self.key, f"{what}, over the cap; {over_cap_advice(self.cap)}")
+
+
+def _budget(key: str, data: bytes, max_bytes: int | None) -> _Budget:
+    budget = _Budget(key, metadata_cap() if max_bytes is None else max_bytes)
+    if len(data) > budget.cap:
+        raise budget.over(f"the object is {len(data):,} bytes")
+    return budget
+
+
+def _decompress_zstd(budget: _Budget, payload: bytes) -> bytes:
+    """One zstd frame, never inflated past the budget: a frame that declares its content size is decoded into
+    a buffer of exactly that size (and is damage if it inflates to anything else); one that does not (as
+    Databend writes them) is first streamed a chunk at a time, keeping nothing, to learn its size."""
+    key, limit, declared = budget.key, budget.left, None
     try:
-        for start in range(0, len(payload), 4096):
-            out += decompressor.decompress(payload[start:start + 4096])
-            if len(out) > MAX_METADATA_BYTES:
-                raise _error(key, f"decompresses to more than {MAX_METADATA_BYTES} bytes")
+        frame = zstandard.get_frame_parameters(payload)
+        if frame.window_size > _ZSTD_MAX_WINDOW:
+            raise _error(key, f"its zstd frame asks for a {frame.window_size:,}-byte window, more than zstd decoders "
+                              f"accept by default ({_ZSTD_MAX_WINDOW:,} bytes; Databend's too)")
+        declared = frame.content_size
+        if declared == zstandard.CONTENTSIZE_UNKNOWN:
+            declared = None
+            if frame.window_size > max(limit, _ZSTD_MIN_WINDOW):
+                raise budget.over(f"its zstd frame asks for a {frame.window_size:,}-byte window")
+            size = _zstd_inflated_size(payload, limit)
+            if size > limit:
+                raise budget.over(f"its zstd payload inflates to more than {limit:,} bytes")
+        elif declared > limit:
+            raise budget.over(f"its zstd frame declares {declared:,} bytes of content")
+        else:
+            size = declared
+        out = zstandard.ZstdDecompressor().decompress(payload, max_output_size=max(size, 1),
+                                                       read_across_frames=False, allow_extra_data=False)
     except zstandard.ZstdError as exc:
+        if declared is not None:
+            raise _error(key, f"zstd data is corrupt or does not inflate to the {declared:,} bytes its frame "
+                              f"declares ({exc})") from None
         raise _error(key, f"zstd data is corrupt ({exc})") from None
-    if not decompressor.eof:
-        raise _error(key, "zstd data is truncated")
-    if decompressor.unused_data:
-        raise _error(key, f"{len(decompressor.unused_data)} unexpected bytes after the zstd frame")
-    return bytes(out)
+    if len(out) != size:  # zstd checks a declared size itself; this is the same rule, said once more
+        raise _error(key, f"zstd data inflates to {len(out):,} bytes, expected {size:,}")
+    budget.used += len(out)
+    return out
 
 
-def _decompress_snappy(key: str, data: bytes) -> bytes:
+def _zstd_inflated_size(payload: bytes, limit: int) -> int:
+    """The bytes a frame without a declared size inflates to, or the first count past ``limit``; memory: the
+    frame's window and one chunk."""
+    window = min(_ZSTD_MAX_WINDOW, max(limit, _ZSTD_MIN_WINDOW))  # checked from the header; zstd checks again
+    total = 0
+    with zstandard.ZstdDecompressor(max_window_size=window).stream_reader(payload, read_across_frames=False) as r:
+        while chunk := r.read(_CHUNK):
+            total += len(chunk)
+            if total > limit:
+                break
+    return total
+
+
+def _decompress_snappy(budget: _Budget, data: bytes) -> bytearray:
     """Raw (unframed) Snappy, as Databend's dev builds write it. Small and rare, so pure Python."""
+    key = budget.key
     try:
         pos, length, shift = 0, 0, 0
         while True:
@@ -217,8 +278,10 @@ def _decompress_snappy(key: str, data: bytes) -> bytes:
             shift += 7
             if shift > 35:
                 raise ValueError("bad length")
-        if length > MAX_METADATA_BYTES:
-            raise ValueError(f"claims {length} bytes")
+        if length > budget.left:
+            raise OverflowError(length)
+        if length > _SNAPPY_MAX_RATIO * len(data):
+            raise ValueError(f"claims {length} bytes, more than {len(data)} compressed bytes can hold")
         out = bytearray()
         while pos < len(data):
             tag = data[pos]
@@ -235,46 +298,46 @@ def _decompress_snappy(key: str, data: bytes) -> bytes:
                     raise ValueError("literal runs past the end")
                 out += data[pos:pos + size]
                 pos += size
-                continue
-            if kind == 1:
-                size = ((tag >> 2) & 7) + 4
-                offset = ((tag >> 5) << 8) | data[pos]
-                pos += 1
             else:
-                width = 2 if kind == 2 else 4
-                size = (tag >> 2) + 1
-                offset = int.from_bytes(data[pos:pos + width], "little")
-                pos += width
-            if offset == 0 or offset > len(out):
-                raise ValueError("copy reaches before the start")
-            for _ in range(size):  # byte by byte: a copy may overlap its own output
-                out.append(out[-offset])
+                if kind == 1:
+                    size = ((tag >> 2) & 7) + 4
+                    offset = ((tag >> 5) << 8) | data[pos]
+                    pos += 1
+                else:
+                    width = 2 if kind == 2 else 4
+                    size = (tag >> 2) + 1
+                    offset = int.from_bytes(data[pos:pos + width], "little")
+                    pos += width
+                if offset == 0 or offset > len(out):
+                    raise ValueError("copy reaches before the start")
+                # A copy may overlap its own output: it then repeats the last ``offset`` bytes.
+                start = len(out) - offset
+                out += out[start:start + size] if size <= offset else (out[start:] * (size // offset + 1))[:size]
             if len(out) > length:
                 raise ValueError("output longer than declared")
         if len(out) != length:
             raise ValueError(f"{len(out)} bytes decoded, {length} declared")
-        return bytes(out)
+    except OverflowError:
+        raise budget.over(f"its snappy data declares {length:,} bytes") from None
     except (IndexError, ValueError) as exc:
         raise _error(key, f"snappy data is corrupt ({exc})") from None
+    budget.used += length
+    return out  # a bytearray: MessagePack and JSON read it as it is, without a second copy
 
 
-def _decompress(key: str, compression: int, payload: bytes) -> bytes:
+def _decompress(budget: _Budget, compression: int, payload: bytes) -> bytes | bytearray:
     if compression == COMPRESSION_NONE:
         return payload
     if compression == COMPRESSION_ZSTD:
-        return _decompress_zstd(key, payload)
+        return _decompress_zstd(budget, payload)
     if compression == COMPRESSION_SNAPPY:
-        return _decompress_snappy(key, payload)
-    raise _error(key, f"unknown compression {compression} (known: 0 none, 1 zstd, 2 snappy)")
+        return _decompress_snappy(budget, payload)
+    raise _error(budget.key, f"unknown compression {compression} (known: 0 none, 1 zstd, 2 snappy)")
 
 
-def _decode(key: str, encoding: int, data: bytes) -> Any:
+def _decode(key: str, encoding: int, data: bytes | bytearray) -> Any:
     if encoding == ENCODING_MSGPACK:
-        try:
-            # Maps keyed by column id have integer keys; UUIDs are 16-byte binaries.
-            return msgpack.unpackb(data, strict_map_key=False, raw=False)
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise _error(key, f"invalid MessagePack ({type(exc).__name__}: {exc})") from None
+        return _unpack_msgpack(key, data)
     if encoding == ENCODING_JSON:
         return _json(key, data)
     if encoding == ENCODING_BINCODE:
@@ -283,15 +346,28 @@ def _decode(key: str, encoding: int, data: bytes) -> Any:
     raise _error(key, f"unknown encoding {encoding} (known: 1 bincode, 2 MessagePack, 3 JSON)")
 
 
-def _json(key: str, data: bytes) -> Any:
+def _unpack_msgpack(key: str, data: bytes | bytearray) -> Any:
+    # Every string, binary and element takes at least one byte of the input (a map entry two), so no
+    # container may declare more than that: a few bytes cannot make the unpacker allocate gigabytes.
+    # (msgpack's own guidance; unpackb derives the same limits, stated here so they cannot go away.)
+    size = len(data)
+    try:
+        # Maps keyed by column id have integer keys; UUIDs are 16-byte binaries.
+        return msgpack.unpackb(data, strict_map_key=False, raw=False, max_str_len=size, max_bin_len=size,
+                               max_array_len=size, max_map_len=size // 2, max_ext_len=size)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise _error(key, f"invalid MessagePack ({type(exc).__name__}: {exc})") from None
+
+
+def _json(key: str, data: bytes | bytearray) -> Any:
     try:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise _error(key, f"invalid JSON ({exc})") from None
 
 
-def _payload(key: str, data: bytes, encoding: int, compression: int) -> Any:
-    return _decode(key, encoding, _decompress(key, compression, data))
+def _payload(budget: _Budget, data: bytes, encoding: int, compression: int) -> Any:
+    return _decode(budget.key, encoding, _decompress(budget, compression, data))
 
 
 def _check_header(key: str, version: int, encoding: int) -> None:
@@ -360,9 +436,12 @@ def _uuid_hex(key: str, value: Any, what: str) -> str:
 
 # snapshots ------------------------------------------------------------------------------------------
 
-def decode_snapshot(key: str, data: bytes) -> Snapshot:
-    """Decode a ``_ss/`` snapshot object: v4+ (header + MessagePack/JSON) or v0-v2 JSON. v3 is refused."""
+def decode_snapshot(key: str, data: bytes, *, max_bytes: int | None = None) -> Snapshot:
+    """Decode a ``_ss/`` snapshot object: v4+ (header + MessagePack/JSON) or v0-v2 JSON. v3 is refused.
+
+    ``max_bytes``: the cap on the object and what it decompresses to (default: ``limits.metadata_cap()``)."""
     name = key.rsplit("/", 1)[-1]
+    budget = _budget(key, data, max_bytes)
     if name.endswith(".bincode"):
         raise UnsupportedFormatError(f"cannot decode Fuse metadata {key!r}: it is a Databend v3 (bincode) snapshot, "
                                      f"which airflow-fuse does not read; {PREFIX_ADVICE}")
@@ -378,7 +457,7 @@ def decode_snapshot(key: str, data: bytes) -> Snapshot:
         if end != len(data):
             raise _error(key, f"the header declares a {length}-byte payload, the object holds "
                               f"{len(data) - _SNAPSHOT_HEADER.size}")
-        body = _payload(key, data[_SNAPSHOT_HEADER.size:end], encoding, compression)
+        body = _payload(budget, data[_SNAPSHOT_HEADER.size:end], encoding, compression)
     return _snapshot_from_map(key, _map(key, body, "the snapshot"), header_version)
 
 
@@ -431,13 +510,16 @@ def _prev_snapshot_id(key: str, value: Any) -> tuple[str, int] | None:
 
 # segments -------------------------------------------------------------------------------------------
 
-def decode_segment(key: str, data: bytes) -> Segment:
-    """Decode a ``_sg/`` segment: ``.col`` (column-oriented), v4 header + payloads, or v0-v2 JSON."""
+def decode_segment(key: str, data: bytes, *, max_bytes: int | None = None) -> Segment:
+    """Decode a ``_sg/`` segment: ``.col`` (column-oriented), v4 header + payloads, or v0-v2 JSON.
+
+    ``max_bytes``: the cap on the object and what it decompresses to (default: ``limits.metadata_cap()``)."""
+    budget = _budget(key, data, max_bytes)
     if key.endswith(".bincode"):
         raise UnsupportedFormatError(f"cannot decode Fuse metadata {key!r}: it is a Databend v3 (bincode) segment, "
                                      f"which airflow-fuse does not read; {PREFIX_ADVICE}")
     if key.endswith(".col"):
-        return _decode_column_segment(key, data)
+        return _decode_column_segment(budget, data)
     if _looks_like_json(data):
         body = _map(key, _json(key, data), "the segment")
         blocks = body.get("blocks")
@@ -452,8 +534,8 @@ def decode_segment(key: str, data: bytes) -> Segment:
         if start + blocks_len + summary_len != len(data):
             raise _error(key, f"the header declares {blocks_len} + {summary_len} payload bytes, the object holds "
                               f"{len(data) - start}")
-        blocks = _payload(key, data[start:start + blocks_len], encoding, compression)
-        summary = _payload(key, data[start + blocks_len:], encoding, compression)
+        blocks = _payload(budget, data[start:start + blocks_len], encoding, compression)
+        summary = _payload(budget, data[start + blocks_len:], encoding, compression)
     if not isinstance(blocks, list):
         raise _error(key, f"the block list is a {type(blocks).__name__}, expected a list")
     metas = [_block_from_map(key, _map(key, block, f"blocks[{i}]"), i) for i, block in enumerate(blocks)]
@@ -521,9 +603,9 @@ _COLUMN_BLOCK_FIELDS = ("location", "file_size", "row_count", "block_size", "blo
                         "spatial_index_size", "virtual_block_meta")
 
 
-def _decode_column_segment(key: str, data: bytes) -> Segment:
+def _decode_column_segment(budget: _Budget, data: bytes) -> Segment:
     """Parquet of block metas (one row per block), then the summary payload, then an 18-byte trailer."""
-    size = _COLUMN_SEGMENT_TRAILER.size
+    key, size = budget.key, _COLUMN_SEGMENT_TRAILER.size
     if len(data) < size + 4:
         raise _error(key, f"{len(data)} bytes is too short for a column-oriented segment")
     encoding, compression, blocks_len, summary_len = _COLUMN_SEGMENT_TRAILER.unpack_from(data, len(data) - size)
@@ -531,21 +613,50 @@ def _decode_column_segment(key: str, data: bytes) -> Segment:
         raise _error(key, f"the trailer (encoding {encoding}, {blocks_len} + {summary_len} bytes) does not match "
                           f"a {len(data)}-byte column-oriented segment")
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data[:blocks_len]))
-        # Only the block-level columns: the per-column stat_/meta_ columns are not needed to restore.
-        wanted = [name for name in _COLUMN_BLOCK_FIELDS if name in parquet.schema_arrow.names]
-        rows = parquet.read(columns=wanted).to_pylist()
+        rows = _block_rows(budget, data[:blocks_len])
+    except MetadataError:
+        raise
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise _error(key, f"the block metas are not readable Parquet ({exc})") from None
     blocks = [_block_from_map(key, row, i) for i, row in enumerate(rows)]
-    summary = _payload(key, data[blocks_len:blocks_len + summary_len], encoding, compression)
+    summary = _payload(budget, data[blocks_len:blocks_len + summary_len], encoding, compression)
     return _segment(key, 4, blocks, _map(key, summary, "the segment summary"), column_oriented=True)
+
+
+def _block_rows(budget: _Budget, parquet_bytes: bytes) -> list[dict[str, Any]]:
+    """The block-level columns of the block metas, read a batch at a time within the budget."""
+    size = len(parquet_bytes)
+    # The footer's strings and lists can be no longer than the file itself.
+    parquet = pq.ParquetFile(pa.BufferReader(parquet_bytes), thrift_string_size_limit=max(size, 1),
+                             thrift_container_size_limit=max(size, 1))
+    # Only the block-level columns: the per-column stat_/meta_ columns are not needed to restore.
+    wanted = [name for name in _COLUMN_BLOCK_FIELDS if name in parquet.schema_arrow.names]
+    metadata = parquet.metadata
+    declared = sum(column.total_uncompressed_size
+                   for group in (metadata.row_group(i) for i in range(metadata.num_row_groups))
+                   for column in (group.column(j) for j in range(group.num_columns))
+                   if column.path_in_schema.split(".", 1)[0] in wanted)
+    if declared > budget.left:
+        raise budget.over(f"its block metas declare {declared:,} uncompressed bytes")
+    # A value is read from a page of the file (Databend writes them uncompressed), so no row holds more
+    # than the file's bytes: batches of budget / file size rows stay within the budget each.
+    batch_rows = max(1, min(1 << 16, budget.left // (size + 16 * len(wanted))))
+    rows: list[dict[str, Any]] = []
+    held = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False):
+        held += batch.nbytes
+        if held > budget.left:
+            raise budget.over(f"its block metas decode to more than {budget.left:,} bytes")
+        rows += batch.to_pylist()
+    budget.used += held
+    return rows
 
 
 # hint -----------------------------------------------------------------------------------------------
 
-def decode_hint(key: str, data: bytes) -> Hint:
+def decode_hint(key: str, data: bytes, *, max_bytes: int | None = None) -> Hint:
     """``last_snapshot_location_hint_v2`` (JSON) or the legacy ``last_snapshot_location_hint`` (plain text)."""
+    _budget(key, data, max_bytes)
     if _looks_like_json(data):
         body = _map(key, _json(key, data), "the hint")
         path = body.get("snapshot_full_path")

@@ -96,4 +96,5 @@ FORMAT = TableFormat(
     options={"rollback_overwrites": "with as_of, also roll back keys overwritten after it (never pointer files)",
              "rollback_keys": "with as_of, keys to roll back even if they are pointer files"},
     time_window=True,
+    referenced=False,
 )

@@ -9,7 +9,7 @@ from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_fuse.engine import AmendOptions, amend
-from airflow_fuse.errors import FuseError
+from airflow_fuse.errors import EXIT_UNRECOVERABLE, FuseError
 from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
 from airflow_fuse.operators._progress import LogProgress
 from airflow_fuse.operators.scan import FuseScanOperator, fail_with
@@ -31,6 +31,9 @@ class FuseAmendOperator(FuseScanOperator):
     :param fail_on_unrecoverable: Fail the task when objects remain that cannot be recovered (default True).
     :param report_uri: Save the full per-key report here (``.json`` or ``.parquet``; local or ``s3://``).
     :param plan_uri: Save the plan (the undo manifest: every delete marker to be removed) before any change.
+    :param referenced_only: Restore only what the table's own metadata references (scheduled amends): a
+        ``prefix`` table without a deletion window (``deleted_since``/``deleted_before``) is only reported, and the
+        task fails when it has deleted keys, so that an intentional deletion is never undone unasked.
     """
 
     template_fields: Sequence[str] = (*FuseScanOperator.template_fields, "plan", "strategy", "report_uri")
@@ -47,6 +50,7 @@ class FuseAmendOperator(FuseScanOperator):
         multipart_threshold: int = MULTIPART_THRESHOLD,
         fail_on_unrecoverable: bool = True,
         report_uri: str | None = None,
+        referenced_only: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(table=table or "", fail_on_unrecoverable=fail_on_unrecoverable, **kwargs)
@@ -56,13 +60,14 @@ class FuseAmendOperator(FuseScanOperator):
         self.max_workers = max_workers
         self.multipart_threshold = multipart_threshold
         self.report_uri = report_uri
+        self.referenced_only = referenced_only
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = VersionedS3Hook(aws_conn_id=self.aws_conn_id).get_conn()
         progress = LogProgress(self.log)
         options = AmendOptions(strategy=self.strategy, dry_run=bool(self.dry_run), max_workers=self.max_workers,
                                multipart_threshold=self.multipart_threshold, plan_uri=self.plan_uri or None,
-                               report_uri=self.report_uri or None)
+                               report_uri=self.report_uri or None, referenced_only=self.referenced_only)
         try:
             report = amend(client, table=self.table or None, plan=self.plan or None,
                            scan_options=self.scan_options(), options=options, conn_id=self.aws_conn_id,
@@ -71,12 +76,25 @@ class FuseAmendOperator(FuseScanOperator):
             raise fail_with(exc) from None
         self.log.info("\n%s", report.render())
         summary = report.summary()
-        if report.failed:
-            raise AirflowException(
-                f"{report.failed} objects of {summary['table']} failed to restore (re-running is safe): "
-                + "; ".join(f"{f['key']}: {f['detail']}" for f in summary["first_failures"][:3]))
-        if self.fail_on_unrecoverable and report.unrecoverable:
+        status = report.exit_status()
+        if status == EXIT_UNRECOVERABLE and self.fail_on_unrecoverable:
             raise AirflowFailException(
                 f"{report.unrecoverable} objects {summary['table']} needs cannot be recovered: "
                 + "; ".join(f"{u['key']}: {u['reason']}" for u in summary["first_unrecoverable"][:3]))
+        if report.held_back and report.plan.actionable():
+            raise AirflowFailException(
+                f"{len(report.plan.actionable())} objects of {summary['table']} are deleted or damaged. It is a "
+                f"{report.plan.table_format} table: its metadata does not say which objects it needs, so a scheduled "
+                "amend does not restore them (a retention job or an erasure may have deleted them on purpose). "
+                "Restore them with the fuse_failsafe_runbook DAG after review, or give this table a deletion window "
+                "(deletion_window_hours in fuse_periodic_tables) to restore deletions made inside it")
+        if report.restore is not None and report.restore.not_done:
+            not_done = report.restore.not_done
+            for outcome in not_done:
+                self.log.error("%s: %s: %s", outcome.key, outcome.result, outcome.detail)
+            raise AirflowException(
+                f"{len(not_done)} objects of {summary['table']} were not restored "
+                f"({', '.join(sorted({o.result for o in not_done}))}; running again is safe, it re-checks every "
+                "key; 'changed since scan' means the key was written or deleted after the scan: scan again): "
+                + "; ".join(f"{o.key}: {o.detail}" for o in not_done[:3]))
         return summary

@@ -9,7 +9,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_fuse.engine import ScanOptions, scan_report
-from airflow_fuse.errors import BadInputError, FuseError, PreconditionError
+from airflow_fuse.errors import EXIT_OK, BadInputError, FuseError, PreconditionError
 from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
 from airflow_fuse.operators._progress import LogProgress
 
@@ -40,6 +40,8 @@ class FuseScanOperator(BaseOperator):
     :param include_history: Fuse: also restore the chain of previous snapshots.
     :param plan_uri: Save the plan here (``.json`` or ``.parquet``; local path or ``s3://``), outside the table.
     :param fail_on_unrecoverable: Fail the task when objects the table needs cannot be recovered.
+    :param fail_on_missing: Fail the task when objects are missing or damaged (a monitoring scan that alerts;
+        the command's exit status 4).
     :param aws_conn_id: The Airflow connection used for AWS credentials and endpoint.
     """
 
@@ -62,6 +64,7 @@ class FuseScanOperator(BaseOperator):
         include_history: bool = False,
         plan_uri: str | None = None,
         fail_on_unrecoverable: bool = False,
+        fail_on_missing: bool = False,
         aws_conn_id: str | None = "aws_default",
         **kwargs: Any,
     ) -> None:
@@ -78,6 +81,7 @@ class FuseScanOperator(BaseOperator):
         self.include_history = include_history
         self.plan_uri = plan_uri
         self.fail_on_unrecoverable = fail_on_unrecoverable
+        self.fail_on_missing = fail_on_missing
         self.aws_conn_id = aws_conn_id
 
     def scan_options(self) -> ScanOptions:
@@ -103,4 +107,10 @@ class FuseScanOperator(BaseOperator):
             raise AirflowFailException(
                 f"{report.unrecoverable} objects {self.table} needs cannot be recovered: "
                 + "; ".join(f"{u['key']}: {u['reason']}" for u in summary["first_unrecoverable"][:3]))
+        if self.fail_on_missing and report.exit_status() != EXIT_OK:
+            raise AirflowFailException(
+                f"{summary['restore'] + summary['damaged'] + summary['unrecoverable']} objects {self.table} needs "
+                f"are missing or damaged ({summary['restore']} to restore, {summary['damaged']} damaged, "
+                f"{summary['unrecoverable']} unrecoverable): run the fuse_failsafe_runbook DAG or "
+                "`airflow-fuse amend` to restore them")
         return summary
