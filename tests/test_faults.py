@@ -64,12 +64,13 @@ def _put_all(s3: Any, bucket: str, objects: dict[str, bytes]) -> None:
 
 
 def arrange(s3: Any, *, strategy: str, small: int, large: int = 0, healthy: int = 10,
-            overwritten: int = 0, prefix: str = "t/") -> Table:
+            overwritten: int = 0, roll_back_large: bool = False, prefix: str = "t/") -> Table:
     """Write a table, break it, and record the bucket's state.
 
     Every small and large key is deleted (a delete marker on top). With ``overwritten``, that many small
-    keys were also overwritten after a point in time ``as_of`` (and are not deleted): restoring to
-    ``as_of`` with rollback copies them back, so a restore with strategy auto both removes markers and copies.
+    keys (and the large ones with ``roll_back_large``) were instead overwritten after a point in time ``as_of``:
+    restoring to ``as_of`` with rollback copies them back, so a restore with strategy auto both removes markers
+    and copies.
     """
     bucket = new_bucket(s3)
     wanted = {f"{prefix}part={i % 4}/f{i:04d}.parquet": os.urandom(64 + i % 200) for i in range(small)}
@@ -83,6 +84,7 @@ def arrange(s3: Any, *, strategy: str, small: int, large: int = 0, healthy: int 
         as_of = datetime.now(timezone.utc).isoformat()
         time.sleep(1.2)
         rolled_back = sorted(k for k in wanted if "/large/" not in k)[:overwritten]
+        rolled_back += sorted(k for k in wanted if "/large/" in k) if roll_back_large else []
         _put_all(s3, bucket, {k: b"overwritten by a bad job " + k.encode() for k in rolled_back})
     delete_keys(s3, bucket, [k for k in wanted if k not in rolled_back])
     copied = set(wanted) if strategy == "copy" else set(rolled_back)
@@ -168,6 +170,21 @@ def test_restore_through_a_faulty_network_converges_with_one_version_per_copy(s3
     assert_whole(s3, table)
     assert proxy.injected > 0, f"no fault was injected ({dict(proxy.requests)}): the test proved nothing"
     print(f"{s3_server.name} {strategy}: runs {runs}, faults {dict(proxy.counts)}, requests {dict(proxy.requests)}")
+
+
+@pytest.mark.parametrize("strategy", ["auto", "copy"])
+def test_a_second_run_writes_nothing(s3_server, s3, strategy):
+    """Running the same restore again (as after a crash, or to be sure) finds the table whole: no new version."""
+    table = arrange(s3, strategy=strategy, small=20, large=1, overwritten=5, roll_back_large=True)
+    run = amend_through(s3_server, table, strategy)
+    assert run() == 0
+    assert_whole(s3, table)
+    before = all_versions(s3, table.bucket, table.prefix)
+    again = amend(s3, table=table.uri, scan_options=scan_options(table),
+                  options=AmendOptions(strategy=strategy, multipart_threshold=THRESHOLD))
+    wrote = {o.key: o.result for o in again.restore.outcomes if o.result in ("copied", "undeleted")}
+    assert not wrote, f"the second run wrote again: {wrote}"
+    assert all_versions(s3, table.bucket, table.prefix) == before
 
 
 @pytest.mark.parametrize(("strategy", "operation", "rate", "limit"), [
