@@ -63,16 +63,17 @@ def test_a_killed_restore_finishes_on_the_next_run(ceph_server, strategy):
     # auto: 200 keys deleted (marker removal) and 200 overwritten after as_of (copied back); copy: 400 copies.
     # The command line has no --multipart-threshold: multipart copies are killed in the test below.
     table = arrange(s3, strategy=strategy, small=400, overwritten=200 if strategy == "auto" else 0)
-    command = ["amend", table.uri, "--strategy", strategy, "--workers", "4", "--json", *cli_selection(table)]
+    command = ["amend", table.uri, "--strategy", strategy, "--json", *cli_selection(table)]
     # Each copy waits 10 ms in the proxy (4 workers: 200 copies take > 0.5 s): the kill lands with copies in flight.
     with fault_proxy(s3_server, delay=1.0, delay_seconds=0.01, operations={"CopyObject"}) as proxy:
-        process = subprocess.Popen([sys.executable, "-m", "airflow_fuse.cli", *command, "--endpoint-url", proxy.url],
+        process = subprocess.Popen([sys.executable, "-m", "airflow_fuse.cli", *command, "--workers", "4",
+                                    "--endpoint-url", proxy.url],
                                    env=cli_env(s3_server), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _kill_when(process, lambda: proxy.requests["CopyObject"] >= len(table.copied) // 2, "half of its copies")
     done_at_kill = _restored(s3, table)
     assert 0 < done_at_kill < len(table.wanted), f"not killed half way: {done_at_kill} of {len(table.wanted)}"
 
-    again = cli(s3_server, *command)
+    again = cli(s3_server, *command)  # the same command (default parallelism)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["remaining"] == 0
     assert_whole(s3, table)

@@ -175,7 +175,7 @@ def test_restore_through_a_faulty_network_converges_with_one_version_per_copy(s3
 @pytest.mark.parametrize("strategy", ["auto", "copy"])
 def test_a_second_run_writes_nothing(s3_server, s3, strategy):
     """Running the same restore again (as after a crash, or to be sure) finds the table whole: no new version."""
-    table = arrange(s3, strategy=strategy, small=20, large=1, overwritten=5, roll_back_large=True)
+    table = arrange(s3, strategy=strategy, small=12, large=1, overwritten=4, roll_back_large=True)
     run = amend_through(s3_server, table, strategy)
     assert run() == 0
     assert_whole(s3, table)
