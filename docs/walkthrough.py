@@ -181,7 +181,10 @@ def fuse_table(page: Page) -> None:
         copied, and nothing was added to the bucket's storage. The hint file is `skipped`: Databend does not
         need it to read the table, and an old one could point at an older snapshot (see
         [Safety](operations/safety.md)). `report.json` holds every key, what was done and the marker ids
-        removed; `airflow-fuse undo --report report.json` would put the markers back.
+        removed. From it, `airflow-fuse undo` can put back what the restore changed; as a dry run:
+        """)
+    page.command(["undo", "--report", "report.json", "--dry-run"], expect=0)
+    page.text("""
 
         ## 5. Verify: the table reads whole
 
