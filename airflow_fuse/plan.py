@@ -26,6 +26,7 @@ from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.parquet import read_parquet
+from airflow_fuse.s3 import explain
 from airflow_fuse.times import isoformat
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
@@ -296,7 +297,10 @@ def write_document(uri: str, data: bytes, *, client: Any = None, table: TableLoc
                                 "the table; choose a location outside its prefix")
         if client is None:
             raise BadInputError(f"an S3 client is needed to write {uri}")
-        client.put_object(Bucket=target.bucket, Key=key, Body=data)
+        try:
+            client.put_object(Bucket=target.bucket, Key=key, Body=data)
+        except Exception as exc:
+            raise explain(exc, bucket=target.bucket, client=client, action=f"write {uri} to", key=key) from None
         return uri
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +316,9 @@ def read_document(uri: str, *, client: Any = None) -> bytes:
         try:
             return client.get_object(Bucket=target.bucket, Key=target.prefix.rstrip("/"))["Body"].read()
         except Exception as exc:
-            raise BadInputError(f"cannot read plan {uri}: {exc}") from None
+            key = target.prefix.rstrip("/")
+            raise BadInputError(f"cannot read plan {uri}: " + str(explain(
+                exc, bucket=target.bucket, client=client, action="read", key=key, versioned=False))) from None
     try:
         return Path(uri).read_bytes()
     except OSError as exc:

@@ -34,7 +34,7 @@ from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
 from airflow_fuse.listing import VersionEntry, iter_object_versions
 from airflow_fuse.plan import Plan, PlanItem
-from airflow_fuse.s3 import error_code
+from airflow_fuse.s3 import describe_error, error_code, refusal_hint
 from airflow_fuse.times import isoformat
 from airflow_fuse.versioning import check_versioning
 
@@ -492,8 +492,8 @@ class Restorer:
                 if self.strategy == "auto" and set(codes) <= DENIED_CODES:
                     out.append(Step("copy", item, note="marker removal denied; copied instead"))
                     continue
-                hint = (" (marker removal is denied by policy or Object Lock: s3:DeleteObjectVersion is needed; "
-                        "use strategy 'auto' or 'copy')" if set(codes) <= DENIED_CODES else "")
+                hint = (f" ({refusal_hint('DeleteObjects', codes, bucket=self.plan.bucket, key=item.key)})"
+                        if set(codes) <= DENIED_CODES else "")
                 out.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
                                    f"DeleteObjects refused: {', '.join(codes)}: {errors[0].get('Message', '')}{hint}"))
                 continue
@@ -556,8 +556,9 @@ class Restorer:
                 if changed is not None:
                     return changed
         except (ClientError, BotoCoreError) as exc:
+            why = describe_error(exc, bucket=self.plan.bucket, key=item.key) if isinstance(exc, ClientError) else exc
             return Outcome(item.key, "failed", "copy", item.version_id, item.size,
-                           f"could not re-check the key before copying: {exc}; run again")
+                           f"could not re-check the key before copying: {why}; run again")
         cause = ""
         conditional = self.conditional_writes
         for attempt in range(1, COPY_ATTEMPTS + 1):
@@ -569,7 +570,8 @@ class Restorer:
                 code = error_code(exc)
                 if code not in ("PreconditionFailed", "412"):
                     return Outcome(item.key, "failed", "copy", item.version_id, item.size,
-                                   f"CopyObject of version {item.version_id} failed: {code}: {exc}")
+                                   f"copy of version {item.version_id}: "
+                                   f"{describe_error(exc, bucket=self.plan.bucket, key=item.key)}")
                 # Looked at below; if the key is as the plan saw it, the server reads the condition
                 # differently: the next attempt goes without it (the listing just re-checked the key).
                 cause, conditional = "the server refused the copy's precondition", False
