@@ -3,7 +3,12 @@ and what the bucket held once each was written: the state a restore must bring b
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +41,47 @@ def _rows(ids: list[int], cities: list[str] | None = None) -> pa.Table:
                      "amount": pa.array([i * 1.5 for i in ids], pa.float64())})
 
 
-def read_rows(catalog: SqlCatalog, name: str, snapshot_id: int | None = None) -> pa.Table:
-    """What a reader gets: the table (or one snapshot of it) scanned by pyiceberg, sorted by id."""
+def read_rows(catalog: SqlCatalog, name: str) -> pa.Table:
+    """What a reader gets: the table scanned by pyiceberg, sorted by id."""
+    return catalog.load_table(f"{NAMESPACE}.{name}").scan().to_arrow().sort_by("id")
+
+
+def read_snapshots(catalog: SqlCatalog, name: str) -> dict[int, pa.Table]:
+    """Time travel: each retained snapshot scanned by pyiceberg, sorted by id."""
     table = catalog.load_table(f"{NAMESPACE}.{name}")
-    scan = table.scan(snapshot_id=snapshot_id) if snapshot_id is not None else table.scan()
-    return scan.to_arrow().sort_by("id")
+    return {s.snapshot_id: table.scan(snapshot_id=s.snapshot_id).to_arrow().sort_by("id")
+            for s in table.metadata.snapshots}
 
 
 # the tables ---------------------------------------------------------------------------------------
+
+@contextmanager
+def _checksums_when_required() -> Iterator[None]:
+    """pyarrow's S3 client (aws-sdk-cpp) sends UploadPart with a trailing checksum and no Content-Length
+    unless told to compute checksums only when required; Ceph RGW refuses that (411 MissingContentLength).
+    Set for pyiceberg's writes only: boto3 clients made elsewhere in the session keep their defaults."""
+    names = ("AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "WHEN_REQUIRED"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _writer(func: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(func)
+    def write(*args: Any, **kwargs: Any) -> None:
+        with _checksums_when_required():
+            func(*args, **kwargs)
+    return write
+
+
+@_writer
 
 def write_appends(catalog: SqlCatalog, name: str = "appends") -> None:
     """Unpartitioned, three appends."""
@@ -52,6 +90,7 @@ def write_appends(catalog: SqlCatalog, name: str = "appends") -> None:
         table.append(_rows(list(range(start, start + 4))))
 
 
+@_writer
 def write_partitioned(catalog: SqlCatalog, name: str = "partitioned") -> None:
     """Identity-partitioned by city (values with a space and a non-ASCII letter), then a copy-on-write delete
     (rewrites a file) and an overwrite of one partition: older snapshots keep files the current one dropped."""
@@ -64,6 +103,7 @@ def write_partitioned(catalog: SqlCatalog, name: str = "partitioned") -> None:
     table.overwrite(_rows([100, 101], ["Paris", "Paris"]), overwrite_filter=EqualTo("city", "Paris"))
 
 
+@_writer
 def write_expired(catalog: SqlCatalog, s3: Any, bucket: str, name: str = "expired") -> None:
     """Appends and an overwrite, then snapshot expiry as Java's ExpireSnapshots does it: pyiceberg edits the
     metadata (it deletes no file), then every file no retained snapshot reaches is deleted. The overwrite's
@@ -156,9 +196,15 @@ def current_entries(s3: Any, bucket: str, prefix: str) -> dict[str, dict[str, An
     return _listing(s3, bucket, prefix)[0]
 
 
+def _get(s3: Any, bucket: str, keys: list[str]) -> dict[str, bytes]:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        bodies = pool.map(lambda key: s3.get_object(Bucket=bucket, Key=key)["Body"].read(), keys)
+        return dict(zip(keys, bodies, strict=True))
+
+
 def live_bytes(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
-    return {k: s3.get_object(Bucket=bucket, Key=k)["Body"].read()
-            for k, e in current_entries(s3, bucket, prefix).items() if not e["IsDeleteMarker"]}
+    """Every live key under ``prefix`` and its bytes."""
+    return _get(s3, bucket, [k for k, e in current_entries(s3, bucket, prefix).items() if not e["IsDeleteMarker"]])
 
 
 def record_state(catalog: SqlCatalog, s3: Any, bucket: str, name: str) -> TableState:
@@ -171,21 +217,24 @@ def record_state(catalog: SqlCatalog, s3: Any, bucket: str, name: str) -> TableS
         etags={k: e["ETag"] for k, e in entries.items() if not e["IsDeleteMarker"]},
         deleted={k for k, e in entries.items() if e["IsDeleteMarker"]},
         rows=read_rows(catalog, name),
-        snapshot_rows={s.snapshot_id: read_rows(catalog, name, s.snapshot_id) for s in table.metadata.snapshots},
+        snapshot_rows=read_snapshots(catalog, name),
         metadata_log=[_key(e.metadata_file) for e in table.metadata.metadata_log],
     )
 
 
 def reset(s3: Any, bucket: str, state: TableState) -> None:
     """Put the table back as written (a test before may have left it broken): copy each key's recorded
-    version back where its current entry differs; re-delete keys the writer had deleted."""
+    version back where its current entry holds other bytes; re-delete keys the writer had deleted."""
     entries, versions = _listing(s3, bucket, state.root)
     recorded = {v["Key"]: v["VersionId"] for v in versions if v["ETag"] == state.etags.get(v["Key"])}
-    for key, etag in state.etags.items():
-        entry = entries.get(key)
-        if entry is None or entry["IsDeleteMarker"] or entry["ETag"] != etag:
-            s3.copy_object(Bucket=bucket, Key=key,
-                           CopySource={"Bucket": bucket, "Key": key, "VersionId": recorded[key]})
+    changed = [k for k, etag in state.etags.items() if k not in entries or entries[k]["IsDeleteMarker"]
+               or entries[k]["ETag"] != etag]
+    # A server-side copy may have another ETag than a multipart upload of the same bytes: compare bytes.
+    live = _get(s3, bucket, [k for k in changed if k in entries and not entries[k]["IsDeleteMarker"]])
+    for key in changed:
+        if live.get(key) != state.live[key]:
+            source = {"Bucket": bucket, "Key": key, "VersionId": recorded[key]}
+            s3.copy_object(Bucket=bucket, Key=key, CopySource=source)
     revived = [k for k in state.deleted if not entries.get(k, {"IsDeleteMarker": True})["IsDeleteMarker"]]
     delete_keys(s3, bucket, revived)
 

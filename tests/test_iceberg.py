@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -33,6 +32,8 @@ from airflow_fuse.layouts.iceberg import (
     metadata_version,
 )
 from airflow_fuse.listing import VersionEntry
+from airflow_fuse.parquet import read_parquet
+from airflow_fuse.verify import verify_table
 from tests.conftest import new_bucket
 from tests.helpers import all_versions, delete_keys
 from tests.iceberg_tables import (
@@ -43,6 +44,7 @@ from tests.iceberg_tables import (
     open_catalog,
     reachable_keys,
     read_rows,
+    read_snapshots,
     record_state,
     reset,
     write_appends,
@@ -88,10 +90,10 @@ def lake(s3_server: S3Server, tmp_path_factory) -> Lake:
     return Lake(s3_server, s3, bucket, catalog, {name: record_state(catalog, s3, bucket, name) for name in TABLES})
 
 
-def _assert_reads_as_written(lake: Lake, state: TableState) -> None:
+def _assert_reads_as_written(lake: Lake, state: TableState, *, every_snapshot: bool = False) -> None:
     assert read_rows(lake.catalog, state.name).equals(state.rows)
-    for snapshot_id, rows in state.snapshot_rows.items():  # time travel to every retained snapshot
-        assert read_rows(lake.catalog, state.name, snapshot_id).equals(rows), snapshot_id
+    if every_snapshot:  # time travel to every retained snapshot
+        assert read_snapshots(lake.catalog, state.name) == state.snapshot_rows
 
 
 def _assert_still_deleted(lake: Lake, keys: set[str], root: str) -> None:
@@ -122,9 +124,17 @@ BREAKS = {
 }
 
 
-@pytest.mark.parametrize("name", TABLES)
-@pytest.mark.parametrize("how", list(BREAKS))
-def test_a_broken_table_reads_the_same_after_amend(lake, name, how):
+# Each table loses its whole root; the other breaks go where they test most: data files where older snapshots
+# and expiry left files the current snapshot does not reach, metadata where deleted older metadata must stay
+# deleted, an overwrite where partition folders are encoded.
+CASES = [*(("whole root deleted", name) for name in TABLES),
+         ("data files deleted", "partitioned"), ("data files deleted", "expired"),
+         ("metadata deleted", "appends"), ("metadata deleted", "expired"),
+         ("a data file overwritten", "partitioned")]
+
+
+@pytest.mark.parametrize(("how", "name"), CASES)
+def test_a_broken_table_reads_the_same_after_amend(lake, how, name):
     state = lake.fresh(name)
     outside = lake.outside(state)
     deleted = BREAKS[how](lake, state)
@@ -144,7 +154,7 @@ def test_a_broken_table_reads_the_same_after_amend(lake, name, how):
     if how == "a data file overwritten":
         damaged = [i for i in report.plan.items if i.status == "damaged"]
         assert [i.key for i in damaged] == [state.data_keys()[-1]] and "the metadata says" in damaged[0].reason
-    _assert_reads_as_written(lake, state)
+    _assert_reads_as_written(lake, state, every_snapshot=how != "a data file overwritten")
     assert lake.outside(state) == outside
 
 
@@ -251,27 +261,79 @@ def test_metadata_versions_that_do_not_decode_are_passed_over(lake):
 def test_version_hint_is_followed_and_never_rolled_back_unless_named(lake):
     """A Hadoop-style table: version-hint.text names the current metadata file (here an older one than the
     newest listed: the hint wins). Deleted with the table, the hint is reported and left deleted."""
-    name = f"hadoop_{uuid.uuid4().hex[:6]}"
-    write_appends(lake.catalog, name)
-    state = record_state(lake.catalog, lake.s3, lake.bucket, name)
+    state = lake.fresh("appends")
     hinted = sorted(state.older_metadata)[-1]
     hint_key = state.root + "metadata/version-hint.text"
     lake.s3.put_object(Bucket=lake.bucket, Key=hint_key, Body=hinted.rsplit("/", 1)[1].encode())
-    delete_keys(lake.s3, lake.bucket, [*state.live, hint_key])
+    try:
+        delete_keys(lake.s3, lake.bucket, [*state.live, hint_key])
 
-    report = amend(lake.s3, table=lake.uri(state))
-    assert report.plan.info["metadata_source"] == "version_hint" and report.plan.info["metadata_key"] == hinted
-    assert any("newer metadata is listed" in w for w in report.plan.info["warnings"])
-    skipped = {i.key: i.reason for i in report.plan.items if i.status == "skipped"}
-    assert "pointer file" in skipped[hint_key] and "rollback_keys" in skipped[hint_key]
-    _assert_still_deleted(lake, {hint_key, state.metadata_key}, state.root)
+        report = amend(lake.s3, table=lake.uri(state))
+        assert report.plan.info["metadata_source"] == "version_hint" and report.plan.info["metadata_key"] == hinted
+        assert any("newer metadata is listed" in w for w in report.plan.info["warnings"])
+        skipped = {i.key: i.reason for i in report.plan.items if i.status == "skipped"}
+        assert "pointer file" in skipped[hint_key] and "rollback_keys" in skipped[hint_key]
+        _assert_still_deleted(lake, {hint_key, state.metadata_key}, state.root)
 
-    report = amend(lake.s3, table=lake.uri(state), scan_options=ScanOptions(rollback_keys=[hint_key]))
-    assert report.remaining == 0 and hint_key in {i.key for i in report.plan.items if i.status == "restore"}
-    properties = {k: v for k, v in lake.catalog.properties.items() if k.startswith("s3.")}
-    static = StaticTable.from_metadata(f"s3://{lake.bucket}/{state.root.rstrip('/')}", properties=properties)
-    assert static.metadata_location.endswith(hinted)
-    assert static.scan().to_arrow().sort_by("id").equals(state.snapshot_rows[static.metadata.current_snapshot_id])
+        report = amend(lake.s3, table=lake.uri(state), scan_options=ScanOptions(rollback_keys=[hint_key]))
+        assert report.remaining == 0 and hint_key in {i.key for i in report.plan.items if i.status == "restore"}
+        properties = {k: v for k, v in lake.catalog.properties.items() if k.startswith("s3.")}
+        static = StaticTable.from_metadata(f"s3://{lake.bucket}/{state.root.rstrip('/')}", properties=properties)
+        assert static.metadata_location.endswith(hinted)
+        rows = static.scan().to_arrow().sort_by("id")
+        assert rows.equals(state.snapshot_rows[static.metadata.current_snapshot_id])
+    finally:  # the shared table has no hint file: remove every version of it
+        for key, version_id, _ in all_versions(lake.s3, lake.bucket, hint_key):
+            lake.s3.delete_object(Bucket=lake.bucket, Key=key, VersionId=version_id)
+
+
+def test_statistics_files_listed_in_the_metadata_are_needed(lake):
+    """Puffin statistics and partition statistics files (pyiceberg writes none: added to the metadata here)."""
+    state = lake.fresh("appends")
+    metadata = metadata_json(lake.s3, lake.bucket, state.metadata_key)
+    current, older = metadata["current-snapshot-id"], metadata["snapshots"][0]["snapshot-id"]
+    stats = {state.root + f"metadata/{name}.stats": f"PFA1 {name} PFA1".encode() for name in ("current", "older")}
+    table_stats_key, partition_stats_key = stats
+    metadata["statistics"] = [{"snapshot-id": current, "statistics-path": f"s3://{lake.bucket}/{table_stats_key}",
+                               "file-size-in-bytes": len(stats[table_stats_key]), "file-footer-size-in-bytes": 4,
+                               "blob-metadata": []}]
+    metadata["partition-statistics"] = [{"snapshot-id": older,
+                                         "statistics-path": f"s3://{lake.bucket}/{partition_stats_key}",
+                                         "file-size-in-bytes": len(stats[partition_stats_key])}]
+    lake.s3.put_object(Bucket=lake.bucket, Key=state.metadata_key, Body=json.dumps(metadata).encode())
+    try:
+        for key, body in stats.items():
+            lake.s3.put_object(Bucket=lake.bucket, Key=key, Body=body)
+        delete_keys(lake.s3, lake.bucket, [*state.live, *stats])
+
+        report = amend(lake.s3, table=lake.uri(state), scan_options=ScanOptions(
+            layout_options={"current_snapshot_only": True}))
+        assert report.remaining == 0
+        assert live_bytes(lake.s3, lake.bucket, table_stats_key) == {table_stats_key: stats[table_stats_key]}
+        _assert_still_deleted(lake, {partition_stats_key}, state.root)
+
+        report = amend(lake.s3, table=lake.uri(state))
+        assert {i.key: (i.kind, i.expected_size) for i in report.plan.items if i.key in stats} == {
+            key: ("statistics", len(body)) for key, body in stats.items()}
+        assert all(live_bytes(lake.s3, lake.bucket, key) == {key: body} for key, body in stats.items())
+        assert read_rows(lake.catalog, state.name).equals(state.rows)
+    finally:  # the shared table has no statistics files: remove every version of them
+        for key, version_id, _ in all_versions(lake.s3, lake.bucket, state.root + "metadata/"):
+            if key in stats:
+                lake.s3.delete_object(Bucket=lake.bucket, Key=key, VersionId=version_id)
+
+
+def test_verification_checks_each_data_file_against_its_manifest(lake):
+    state = lake.fresh("partitioned")
+    result = verify_table(lake.s3, lake.uri(state))
+    assert result.ok, result.problems
+    assert len(result.files) == len(state.data_keys()) and result.total_rows == result.expected_rows
+    # Rows of every data file a retained snapshot reaches (here every data file written), before deletes.
+    assert result.expected_rows == sum(read_parquet(state.live[k]).num_rows for k in state.data_keys())
+    broken = state.data_keys()[0]
+    lake.s3.put_object(Bucket=lake.bucket, Key=broken, Body=b"not parquet")
+    result = verify_table(lake.s3, lake.uri(state))
+    assert not result.ok and any(p.startswith(broken) and "damaged" in p for p in result.problems)
 
 
 @pytest.mark.parametrize("where", ["another table", "another bucket", "a parent folder"])

@@ -30,6 +30,7 @@ import gzip
 import io
 import json
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -255,6 +256,11 @@ class _MetadataReader:
         self.reader = reader
         self.reads = 0
         self._cache: dict[str, _Read] = {}
+        self._lock = threading.Lock()
+
+    def count_read(self) -> None:
+        with self._lock:
+            self.reads += 1
 
     def read_newest(self, key: str, decode: Callable[[str, bytes], T], expected_size: int | None = None) -> _Read:
         """Newest version holding data (of ``expected_size`` bytes when known); if it does not decode, older
@@ -272,7 +278,7 @@ class _MetadataReader:
         bad: dict[str, str] = {}
         for entry in versions:
             data = self.reader.read(key, entry.version_id)
-            self.reads += 1
+            self.count_read()
             try:
                 result.value, result.version_id = decode(key, data), entry.version_id
                 break
@@ -442,8 +448,8 @@ class _TableScan:
         newest = history.newest_data if history is not None else None
         if newest is None:
             return None
-        self.metadata.reads += 1
         raw = self.metadata.reader.read(table.hint_key, newest.version_id)
+        self.metadata.count_read()
         text = raw.decode("utf-8", errors="replace").strip()
         if not text or "/" in text or text in (".", ".."):
             self.warnings.append(f"{table.hint_key!r} holds {text[:80]!r}, not a metadata version: ignored")
