@@ -413,3 +413,88 @@ def test_undecodable_metadata_is_damage_and_unknown_versions_are_refused():
         for data in (b"", b"Obj\x01", b"PAR1 not avro"):
             with pytest.raises(MetadataError, match="not a readable Avro file"):
                 decode("k", data)
+
+
+def _avro(schema: dict, records: list[dict]) -> bytes:
+    import io
+
+    import fastavro
+
+    sink = io.BytesIO()
+    fastavro.writer(sink, fastavro.parse_schema(schema), records)
+    return sink.getvalue()
+
+
+_DATA_FILE = {"type": "record", "name": "r2", "fields": [
+    {"name": "content", "type": "int", "field-id": 134},
+    {"name": "file_path", "type": "string", "field-id": 100},
+    {"name": "file_format", "type": "string", "field-id": 101},
+    # A timestamp partition value past year 9999 is valid Iceberg; as a Python datetime it overflows.
+    {"name": "partition", "type": {"type": "record", "name": "r102", "fields": [
+        {"name": "ts", "type": ["null", {"type": "long", "logicalType": "timestamp-micros"}], "field-id": 1000}]},
+     "field-id": 102},
+    {"name": "record_count", "type": "long", "field-id": 103},
+    {"name": "file_size_in_bytes", "type": "long", "field-id": 104}]}
+_MANIFEST = {"type": "record", "name": "manifest_entry", "fields": [
+    {"name": "status", "type": "int", "field-id": 0}, {"name": "data_file", "type": _DATA_FILE, "field-id": 2}]}
+_MANIFEST_LIST = {"type": "record", "name": "manifest_file", "fields": [
+    {"name": "manifest_path", "type": "string", "field-id": 500},
+    {"name": "manifest_length", "type": "long", "field-id": 501},
+    {"name": "content", "type": "int", "field-id": 517}]}
+
+
+def _entry(status: int, content: int, path: str, file_format: str = "PARQUET", rows: int = 10, size: int = 100):
+    return {"status": status, "data_file": {"content": content, "file_path": f"s3://b/lake/t/{path}",
+                                            "file_format": file_format, "partition": {"ts": 2**62},
+                                            "record_count": rows, "file_size_in_bytes": size}}
+
+
+class _Reader:
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def read(self, key: str, version_id: str) -> bytes:  # noqa: ARG002 - one version each
+        return self.objects[key]
+
+
+def test_delete_files_and_other_formats_get_their_own_kinds():
+    """Position and equality deletes and deletion vectors are delete files (no Parquet rows to check); an ORC
+    data file is not a Parquet data file; DELETED entries are tombstones. Manifests written by fastavro with
+    Iceberg's schema; logical types are not decoded (partition values are not needed)."""
+    from airflow_fuse.layouts.iceberg import IcebergLayout
+
+    data = _avro(_MANIFEST, [_entry(1, 0, "data/a.parquet", rows=7, size=70), _entry(0, 0, "data/b.orc", "ORC"),
+                             _entry(2, 0, "data/gone.parquet")])
+    deletes = _avro(_MANIFEST, [_entry(1, 1, "data/pos.parquet", rows=2, size=20),
+                                _entry(1, 2, "data/eq.parquet", rows=1, size=10),
+                                _entry(1, 1, "data/dv.puffin", "PUFFIN", rows=3, size=30)])
+    manifest_list = _avro(_MANIFEST_LIST, [
+        {"manifest_path": "s3://b/lake/t/metadata/m-data.avro", "manifest_length": len(data), "content": 0},
+        {"manifest_path": "s3://b/lake/t/metadata/m-deletes.avro", "manifest_length": len(deletes), "content": 1}])
+    metadata = {"format-version": 2, "location": "s3://b/lake/t", "current-snapshot-id": 5,
+                "snapshots": [{"snapshot-id": 5, "manifest-list": "s3://b/lake/t/metadata/snap-5.avro",
+                               "summary": {"operation": "overwrite", "total-records": "17"}}]}
+    objects = {"lake/t/metadata/00001-a.metadata.json": json.dumps(metadata).encode(),
+               "lake/t/metadata/snap-5.avro": manifest_list, "lake/t/metadata/m-data.avro": data,
+               "lake/t/metadata/m-deletes.avro": deletes}
+    now = datetime.now(timezone.utc)
+    inventory = Inventory.from_entries("b", "lake/", [VersionEntry(k, "v1", False, True, len(v), now, '"e"')
+                                                      for k, v in sorted(objects.items())])
+
+    result = IcebergLayout().needed(inventory, _Reader(objects))
+
+    needed = {o.key.removeprefix("lake/t/"): (o.kind, o.expected_size, o.row_count) for o in result.needed}
+    assert needed == {
+        "metadata/00001-a.metadata.json": ("metadata", None, None),
+        "metadata/snap-5.avro": ("manifest_list", None, None),
+        "metadata/m-data.avro": ("manifest", len(data), None),
+        "metadata/m-deletes.avro": ("manifest", len(deletes), None),
+        "data/a.parquet": ("data_file", 70, 7),
+        "data/b.orc": ("data_file_orc", 100, None),
+        "data/pos.parquet": ("delete_file", 20, None),
+        "data/eq.parquet": ("delete_file", 10, None),
+        "data/dv.puffin": ("delete_file", 30, None),
+    }
+    summary = result.tables[0]
+    assert (summary["row_count"], summary["current_snapshot_rows"], summary["delete_files"]) == (17, 17, 3)
+    assert any("3 delete file(s)" in w for w in result.info["warnings"])

@@ -178,8 +178,6 @@ def decode_metadata(key: str, data: bytes) -> dict[str, Any]:
 
 
 def _strip_logical_types(schema: Any) -> Any:
-    """The schema without ``logicalType``: only paths, sizes and counts are read, and Iceberg's logical types
-    (uuid on fixed, timestamp-nanos, ...) are not all fastavro's."""
     if isinstance(schema, dict):
         return {k: _strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
     if isinstance(schema, list):
@@ -187,13 +185,30 @@ def _strip_logical_types(schema: Any) -> Any:
     return schema
 
 
+def _without_logical_types(data: bytes) -> bytes:
+    """The Avro file with ``logicalType`` removed from its schema. Only paths, sizes and counts are read, and
+    fastavro converts logical types by the file's own schema: a valid Iceberg partition value such as a
+    timestamp past year 9999 would not decode as a Python datetime, and a good manifest would look damaged."""
+    from fastavro import schemaless_reader, schemaless_writer
+    from fastavro.read import HEADER_SCHEMA
+
+    source = io.BytesIO(data)
+    header: Any = schemaless_reader(source, HEADER_SCHEMA, None)
+    if header["magic"] != b"Obj\x01":
+        raise ValueError("no Avro object container magic")
+    schema = json.loads(header["meta"]["avro.schema"])
+    header["meta"]["avro.schema"] = json.dumps(_strip_logical_types(schema)).encode()
+    out = io.BytesIO()
+    schemaless_writer(out, HEADER_SCHEMA, header)
+    return out.getvalue() + data[source.tell():]
+
+
 def read_avro(key: str, data: bytes) -> list[dict[str, Any]]:
     """Every record of an Avro object container file; MetadataError when it does not decode."""
     import fastavro
 
     try:
-        writer_schema = fastavro.reader(io.BytesIO(data)).writer_schema
-        records = fastavro.reader(io.BytesIO(data), reader_schema=_strip_logical_types(writer_schema))
+        records = fastavro.reader(io.BytesIO(_without_logical_types(data)))
         return [record for record in records if isinstance(record, dict)]
     except Exception as exc:  # fastavro raises ValueError, EOFError, SchemaParseException, ...
         raise MetadataError(f"{key!r} is not a readable Avro file ({type(exc).__name__}: {exc})") from None
