@@ -523,8 +523,8 @@ class _TableScan:
         location = metadata["location"].rstrip("/")
         if paths.key_of(location + "/") != table.root:
             self.warnings.append(f"{metadata_key!r} gives the table location {location!r}, not the listed root "
-                                 f"s3://{self.inventory.bucket}/{table.root}: the table was moved or copied; its "
-                                 "files are looked up where its metadata says")
+                                 f"s3://{self.inventory.bucket}/{table.root} (the table was moved or copied, or writes "
+                                 "data elsewhere): a file it references outside the listed root is refused")
         current_id = metadata.get("current-snapshot-id")
         current_id = None if current_id in (None, -1) else current_id
         snapshots = [s for s in metadata.get("snapshots") or [] if isinstance(s, dict)]
