@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject
+from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.parquet import read_parquet
 from airflow_fuse.s3 import explain
@@ -70,7 +70,7 @@ class Plan:
     listed_at: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-    tables: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[TableSummary] = field(default_factory=list)
     keys_listed: int = 0
     versions_listed: int = 0
     listing_pages: int = 0
@@ -114,7 +114,7 @@ class Plan:
             "listed_at": self.listed_at,
             "options": self.options,
             "info": self.info,
-            "tables": self.tables,
+            "tables": [table.as_dict() for table in self.tables],
             "keys_listed": self.keys_listed,
             "versions_listed": self.versions_listed,
             "listing_pages": self.listing_pages,
@@ -170,6 +170,7 @@ class Plan:
             if item.actionable and item.action not in ("undelete", "copy"):
                 raise BadInputError(f"{source} is malformed: item {item.key!r} has action {item.action!r}")
         meta = {k: v for k, v in meta.items() if k != "format"}
+        meta["tables"] = [TableSummary.from_dict(t) for t in meta.get("tables") or [] if isinstance(t, dict)]
         return cls(items=items, **meta)
 
 
