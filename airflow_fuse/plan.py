@@ -334,10 +334,16 @@ _ROW_CHECKS: dict[str, Any] = {
     "reason": _text,
     "current_version_id": _text,
     "current_is_delete_marker": _flag,
+    "current_etag": _text,
+    "current_size": _count,
+    "current_last_modified": _time,
+    "last_modified": _time,
     "delete_markers": _markers,
     "expected_size": _optional_count,
     "row_count": _optional_count,
 }
+# Every field of a row is checked: a field added to PlanItem needs its check here.
+assert list(_ROW_CHECKS) == [f for f in ITEM_FIELDS if f not in ("key", "status", "action", "version_id")]
 
 
 def _check_row(row: Any, prefix: str) -> tuple[str, str] | None:

@@ -22,6 +22,7 @@ from airflow_fuse.operators.amend import FuseAmendOperator
 from airflow_fuse.operators.scan import FuseScanOperator
 from airflow_fuse.parquet import read_parquet
 from airflow_fuse.plan import ITEM_FIELDS, PLAN_FORMAT, RESCAN, PlanItem
+from airflow_fuse.times import isoformat
 from tests.conftest import new_bucket
 from tests.helpers import all_versions, delete_keys, put_objects, read
 
@@ -35,7 +36,7 @@ def _cli(server, *args: str) -> subprocess.CompletedProcess:
 
 def _scan(server, table: str, plan_path) -> dict:
     result = _cli(server, "scan", table, "--plan-out", str(plan_path), "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 4, result.stderr  # objects to restore were found
     return json.loads(result.stdout)
 
 
@@ -49,12 +50,12 @@ def _deleted_table(s3, bucket: str, n: int = 3) -> dict[str, bytes]:
 def _forge(plan: dict, s3, bucket: str, key: str) -> None:
     """Add a row that copies the older version of a healthy live key over it, with the live version's id:
     exactly what a re-check of the key's current entry lets through."""
-    old, live = [(v["VersionId"], v) for v in s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
-                 if v["Key"] == key][::-1][:2]
-    old_id, old_entry = old
+    old, live = [v for v in s3.list_object_versions(Bucket=bucket, Prefix=key)["Versions"] if v["Key"] == key][::-1]
     plan["items"].append(asdict(PlanItem(
-        key=key, status="damaged", action="copy", version_id=old_id, size=old_entry["Size"],
-        etag=old_entry["ETag"].strip('"'), reason="live version is damaged", current_version_id=live[0])))
+        key=key, status="damaged", action="copy", version_id=old["VersionId"], size=old["Size"],
+        etag=old["ETag"].strip('"'), last_modified=isoformat(old["LastModified"]) or "",
+        reason="live version is damaged", current_version_id=live["VersionId"], current_etag=live["ETag"].strip('"'),
+        current_size=live["Size"], current_last_modified=isoformat(live["LastModified"]) or "")))
 
 
 def _reseal(plan: dict) -> None:

@@ -38,6 +38,7 @@ PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[Hea
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "key": (str,), "status": (str,), "kind": (str,), "action": (str,), "version_id": (str,), "size": (int,),
     "etag": (str,), "reason": (str,), "current_version_id": (str,), "current_is_delete_marker": (bool,),
+    "current_etag": (str,), "current_size": (int,), "current_last_modified": (str,), "last_modified": (str,),
     "delete_markers": (list,), "expected_size": (int, type(None)), "row_count": (int, type(None)),
 }
 OTHER_TYPES = ["big", 7, 1.5, True, None, ["x"], {"a": 1}]
@@ -64,7 +65,9 @@ def plan_items(draw: st.DrawFn, key: str) -> PlanItem:
     return PlanItem(key=key, status=status, kind=draw(st.sampled_from(["object", "block", "segment", "hint"])),
                     action=action, version_id=version_id, size=draw(sizes), etag=draw(st.text(max_size=34)),
                     reason=draw(st.text(max_size=40)), current_version_id=current,
-                    current_is_delete_marker=current_is_marker, delete_markers=markers,
+                    current_is_delete_marker=current_is_marker, current_etag=draw(st.text(max_size=34)),
+                    current_size=draw(sizes), current_last_modified=draw(st.one_of(st.just(""), times)),
+                    last_modified=draw(st.one_of(st.just(""), times)), delete_markers=markers,
                     expected_size=draw(st.one_of(st.none(), sizes)), row_count=draw(st.one_of(st.none(), sizes)))
 
 
