@@ -122,6 +122,7 @@ class Report:
             size = self.plan.bytes_to_restore() if self.restore.dry_run else s["bytes_restored"]
             lines.append(f"  {verb} {count} objects ({human_bytes(size)}) with strategy {s['strategy']}: "
                          + ", ".join(f"{k} {v}" for k, v in s["results"].items()))
+        lines.append(f"  plan digest {s['plan_digest']}" + (f", saved to {s['plan']}" if s["plan"] else ""))
         lines.append(f"  {s['requests_total']} S3 requests in {s['seconds']:.1f} s: "
                      + ", ".join(f"{k} {v}" for k, v in s["requests"].items()))
         shown = [r for r in self.rows() if r["status"] != "present"]
