@@ -91,6 +91,9 @@ class Plan:
     versions_listed: int = 0
     listing_pages: int = 0
 
+    def __post_init__(self) -> None:
+        self.tables = [t if isinstance(t, TableSummary) else TableSummary.from_dict(t) for t in self.tables]
+
     @property
     def location(self) -> TableLocation:
         return TableLocation(self.bucket, self.prefix)
@@ -209,9 +212,7 @@ class Plan:
             raise _refused(source, "field 'items'", f"must be a list of rows, not {_show(rows)}")
         items = _check_rows(rows, meta["prefix"], source)
         stored = meta["digest"]
-        fields_ = {k: v for k, v in meta.items() if k not in ("format", "digest")}
-        fields_["tables"] = [TableSummary.from_dict(t) for t in fields_["tables"]]
-        plan = cls(items=items, **fields_)
+        plan = cls(items=items, **{k: v for k, v in meta.items() if k not in ("format", "digest")})
         computed = plan.digest
         if not hmac.compare_digest(stored, computed):
             raise BadInputError(

@@ -52,8 +52,8 @@ class TableSummary(Mapping[str, Any]):
     reports keep it as a JSON object with the typed fields and the details side by side.
     """
 
-    table_root: str
-    table_format: str
+    table_root: str = ""
+    table_format: str = ""
     state: str | None = None  # the metadata object the table's state was read from (snapshot, metadata.json, log)
     state_source: str | None = None  # how that object was chosen (hint file, newest listed, given, ...)
     row_count: int | None = None  # rows the metadata says the table's data files hold (verification)
