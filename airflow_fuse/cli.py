@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from airflow_fuse import __version__, formats
+from airflow_fuse import __version__, databend, formats
 from airflow_fuse.engine import FORMATS, AmendOptions, ScanOptions, amend, scan_report
 from airflow_fuse.errors import EXIT_STATUSES, BadInputError, FuseError, redact
 from airflow_fuse.progress import TerminalProgress
@@ -22,7 +22,14 @@ from airflow_fuse.restore import STRATEGIES
 
 
 def _selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", help="the table location, s3://BUCKET/PREFIX/")
+    parser.add_argument("table", nargs="?", help="the table location, s3://BUCKET/PREFIX/ (or name a Databend "
+                                                 "table with --database and --table)")
+    parser.add_argument("--database", help="databend: the table's database, as in SYSTEM$FUSE_AMEND('db', 't')")
+    parser.add_argument("--table", dest="table_name", help="databend: the table's name (with --database)")
+    parser.add_argument("--databend-dsn", help="databend: the server to ask where the table is, "
+                                               "databend://USER:PASSWORD@HOST:8000/?sslmode=disable")
+    parser.add_argument("--storage-root", help="databend: the deployment's storage root s3://BUCKET/ROOT/, for "
+                                               "tables without their own LOCATION")
     parser.add_argument("--format", dest="table_format", choices=FORMATS, default="auto",
                         help="table layout (default: detect; 'fuse' for Databend tables, 'prefix' for any prefix)")
     parser.add_argument("--as-of", help="bring keys back to the versions current at this time (ISO 8601 with zone)")
@@ -186,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run_undo(args) if args.command == "undo" else _run_verify(args)
     progress = TerminalProgress(sys.stderr)
     options = _scan_options(args)
+    named = None
     try:
+        named = _databend_table(args, options)
         client = _client(args)
         if args.command == "scan":
             report = scan_report(client, args.table, options, conn_id=args.aws_conn_id, plan_uri=args.plan_out,
@@ -215,11 +224,41 @@ def main(argv: list[str] | None = None) -> int:
               "details", file=sys.stderr)
         return 1
     progress.close()
+    status = report.exit_status()
+    summary = report.summary()
+    if named is not None and args.command == "amend" and not args.dry_run:
+        table, cursor = named
+        count = databend.count_rows(cursor, table)
+        summary["databend_count"] = count
+        if table.num_rows is not None and count != table.num_rows:
+            print(f"airflow-fuse: Databend counts {count} rows in {table.database}.{table.name}, its catalogue says "
+                  f"{table.num_rows}", file=sys.stderr)
+            status = status or 1
     if args.json:
-        print(json.dumps(report.summary(), default=str))
+        print(json.dumps(summary, default=str))
     else:
         print(report.render())
-    return report.exit_status()
+        if named is not None and "databend_count" in summary:
+            print(f"  Databend reads {summary['databend_count']} rows from {named[0].database}.{named[0].name}")
+    return status
+
+
+def _databend_table(args: argparse.Namespace, options: ScanOptions) -> tuple[Any, Any] | None:
+    """A table named by --database/--table: resolved through Databend (sets args.table and the snapshot)."""
+    if not args.database and not args.table_name:
+        if not args.table:
+            raise BadInputError("give the table location (s3://BUCKET/PREFIX/), or --database and --table with "
+                                "--databend-dsn")
+        return None
+    if not (args.database and args.table_name and args.databend_dsn):
+        raise BadInputError("a table named by database and table needs all of --database, --table and "
+                            "--databend-dsn (the server that knows where the table is)")
+    cursor = databend.connect(args.databend_dsn)
+    table = databend.resolve(cursor, args.database, args.table_name, storage_root=args.storage_root)
+    args.table = table.location
+    options.table_format = "fuse"
+    options.snapshot_location = options.snapshot_location or table.snapshot_location
+    return table, cursor
 
 
 def _run_undo(args: argparse.Namespace) -> int:
@@ -260,6 +299,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     options = _scan_options(args)
     try:
+        _databend_table(args, options)
         result = verify_table(_client(args), args.table, options, full_read=args.full_read,
                               expect=_expectations(args), conn_id=args.aws_conn_id)
     except FuseError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_fuse.databend import count_rows
 from airflow_fuse.engine import AmendOptions, amend
 from airflow_fuse.errors import EXIT_UNRECOVERABLE, FuseError
 from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
@@ -83,13 +84,22 @@ class FuseAmendOperator(FuseScanOperator):
                                report_uri=self.report_uri or None, referenced_only=self.referenced_only,
                                plan_digest=self.plan_digest, max_plan_age=self.max_plan_age)
         try:
-            report = amend(client, table=self.table or None, plan=self.plan or None,
-                           scan_options=self.scan_options(), options=options, conn_id=self.aws_conn_id,
+            location, scan_options, named = self.target()
+            report = amend(client, table=location or None, plan=self.plan or None,
+                           scan_options=scan_options, options=options, conn_id=self.aws_conn_id,
                            progress=progress.restore, on_page=progress.page)
         except FuseError as exc:
             raise fail_with(exc) from None
         self.log.info("\n%s", report.render())
         summary = report.summary()
+        if named is not None and not self.dry_run:
+            table, cursor = named
+            summary["databend_count"] = count_rows(cursor, table)
+            self.log.info("Databend reads %d rows from %s (its catalogue says %s)", summary["databend_count"],
+                          table.sql_name, table.num_rows)
+            if table.num_rows is not None and summary["databend_count"] != table.num_rows:
+                raise AirflowException(f"Databend counts {summary['databend_count']} rows in {table.sql_name}, its "
+                                       f"catalogue says {table.num_rows}")
         status = report.exit_status()
         if status == EXIT_UNRECOVERABLE and self.fail_on_unrecoverable:
             raise AirflowFailException(

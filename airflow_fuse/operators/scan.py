@@ -46,10 +46,16 @@ class FuseScanOperator(BaseOperator):
     :param fail_on_missing: Fail the task when objects are missing or damaged (a monitoring scan that alerts;
         the command's exit status 4).
     :param aws_conn_id: The Airflow connection used for AWS credentials and endpoint.
+    :param database: Databend: name the table as ``SYSTEM$FUSE_AMEND('db', 't')`` does — ``database=`` and
+        ``table=`` (then the table's name, not a location), resolved through ``databend_conn_id``.
+    :param databend_conn_id: Databend: an Airflow SQL connection whose hook gives a DB-API connection to Databend
+        (its catalogue says where the table is, and verifies the restore with ``SELECT count(*)``).
+    :param storage_root: Databend: the deployment's storage root ``s3://bucket/root/`` for tables without a
+        LOCATION of their own (default: ``storage_root`` in the connection's extra).
     """
 
     template_fields: Sequence[str] = ("table", "table_format", "as_of", "deleted_since", "deleted_before",
-                                      "layout_options",
+                                      "layout_options", "database", "databend_conn_id", "storage_root",
                                       "table_prefix", "snapshot_location", "plan_uri", "aws_conn_id")
     ui_color = "#e0ecf8"
 
@@ -71,10 +77,16 @@ class FuseScanOperator(BaseOperator):
         fail_on_unrecoverable: bool = False,
         fail_on_missing: bool = False,
         aws_conn_id: str | None = "aws_default",
+        database: str | None = None,
+        databend_conn_id: str | None = None,
+        storage_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.table = table
+        self.database = database
+        self.databend_conn_id = databend_conn_id
+        self.storage_root = storage_root
         self.table_format = table_format
         self.as_of = as_of
         self.deleted_since = deleted_since
@@ -100,11 +112,35 @@ class FuseScanOperator(BaseOperator):
             layout_options=self.layout_options,
         )
 
+    def target(self) -> tuple[str, ScanOptions, Any]:
+        """The table location and scan options; a Databend table named by ``database``/``table`` is resolved
+        through ``databend_conn_id`` first (then the third item is ``(DatabendTable, cursor)``)."""
+        options = self.scan_options()
+        if not self.database:
+            return self.table, options, None
+        if not self.databend_conn_id:
+            raise BadInputError("database= names a Databend table: give databend_conn_id= too (an Airflow SQL "
+                                "connection to Databend)")
+        from airflow.sdk import BaseHook
+
+        from airflow_fuse import databend
+
+        connection = BaseHook.get_connection(self.databend_conn_id)
+        storage_root = self.storage_root or (connection.extra_dejson or {}).get("storage_root")
+        cursor = connection.get_hook().get_conn().cursor()
+        table = databend.resolve(cursor, self.database, self.table, storage_root=storage_root)
+        self.log.info("Databend table %s.%s is %s (snapshot %s, from %s; %s rows)", self.database, self.table,
+                      table.location, table.snapshot_location, table.snapshot_source or "the scan", table.num_rows)
+        options.table_format = "fuse"
+        options.snapshot_location = options.snapshot_location or table.snapshot_location
+        return table.location, options, (table, cursor)
+
     def execute(self, context: Context) -> dict[str, Any]:
         client = VersionedS3Hook(aws_conn_id=self.aws_conn_id).get_conn()
         progress = LogProgress(self.log)
         try:
-            report = scan_report(client, self.table, self.scan_options(), conn_id=self.aws_conn_id,
+            location, options, _ = self.target()
+            report = scan_report(client, location, options, conn_id=self.aws_conn_id,
                                  plan_uri=self.plan_uri or None, on_page=progress.page)
         except FuseError as exc:
             raise fail_with(exc) from None

@@ -57,11 +57,17 @@ class FuseVerifyOperator(FuseScanOperator):
         else:
             client = VersionedS3Hook(aws_conn_id=self.aws_conn_id).get_conn()
             try:
-                result = verify_table(client, self.table, self.scan_options(), full_read=self.full_read,
+                location, options, named = self.target()
+                result = verify_table(client, location, options, full_read=self.full_read,
                                       expect=expect if isinstance(expect, dict) else None,
                                       conn_id=self.aws_conn_id, log=self.log.info)
             except FuseError as exc:
                 raise fail_with(exc) from None
+            if named is not None:  # the Databend table by name: Databend itself must count its rows too
+                table, cursor = named
+                sql = verify_sql(cursor, table.count_query(), [table.num_rows] if table.num_rows is not None else [])
+                result.problems += sql.problems
+                result.checks.update({f"databend {k}": v for k, v in sql.checks.items()})
         self.log.info("\n%s", result.render())
         if not result.ok:
             raise AirflowFailException(f"verification of {result.table} failed: {result.problems[0]}"
