@@ -201,12 +201,13 @@ class PlanApprovalOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        user = (event.get("responded_by_user") or {}).get("name") or "(no one: the default on timeout)"
+        if "error" not in event and event.get("chosen_options") == [self.REJECT]:
+            # said first: on Reject the base class ends this task by skipping the restore
+            self.log.warning("REJECTED by %s: nothing written; the plan was not applied", user)
         result = super().execute_complete(context, event)
-        user = (result.get("responded_by_user") or {}).get("name") or "(unknown)"
         if result["chosen_options"] == [self.APPROVE]:
             self.log.info("APPROVED by %s: the plan will be applied", user)
-        else:
-            self.log.warning("REJECTED by %s: nothing written; the plan was not applied", user)
         return result
 
     def process_trigger_event_error(self, event: dict[str, Any]) -> None:

@@ -81,6 +81,16 @@ def test_runbook_form_without_its_variables(monkeypatch):
     assert _dag("fuse_failsafe_runbook").params.get_param("aws_conn_id").schema["enum"] == ["aws_default"]
 
 
+def test_runbook_approval_timeout_says_nothing_was_written(runbook_variables):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    approval = _dag("fuse_failsafe_runbook").get_task("approval")
+    assert approval.options == ["Approve", "Reject"] and approval.defaults is None  # no answer is not a yes
+    with pytest.raises(AirflowFailException, match="No answer to the approval within 12:00:00: nothing written"):
+        approval.execute_complete({}, {"error": "The Human-in-the-loop response timeout has passed without a "
+                                                "response.", "error_type": "timeout"})
+
+
 def _broken_fuse_table(s3, name: str) -> tuple[str, dict]:
     bucket, expect = broken_table(s3, name)
     return bucket, dict(expect, _name=name)
