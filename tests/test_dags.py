@@ -108,7 +108,9 @@ def _xcom(run, task_id: str):
 
 def test_runbook_dry_run_writes_nothing_and_says_so(airflow_db, s3, conn_id, runbook_variables, caplog):
     bucket, expect = _broken_fuse_table(s3, "fuse_purged")
-    conf = {"table": f"s3://{bucket}/{expect['storage_root']}", "aws_conn_id": conn_id}
+    ops_bucket = new_bucket(s3)  # an s3:// operations location, written with the run's connection
+    conf = {"table": f"s3://{bucket}/{expect['storage_root']}", "aws_conn_id": conn_id,
+            "ops_location": f"s3://{ops_bucket}/airflow-fuse/"}
     before = all_versions(s3, bucket)
 
     run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)  # dry run: the default
@@ -118,9 +120,10 @@ def test_runbook_dry_run_writes_nothing_and_says_so(airflow_db, s3, conn_id, run
     assert all_versions(s3, bucket) == before
     n = len(expect["referenced_keys"])
     assert f"DRY RUN: nothing written; {n} objects would be restored" in caplog.text
-    plan = Path(_xcom(run, "scan")["plan"])  # the plan is kept for review, under the ops location
-    assert plan == runbook_variables / "fuse_failsafe_runbook" / run.run_id / "plan.parquet" and plan.exists()
-    assert not (plan.parent / "report.parquet").exists()
+    # the plan is kept for review, under the ops location; no report (nothing was done)
+    key = f"airflow-fuse/fuse_failsafe_runbook/{run.run_id}/plan.parquet"
+    assert _xcom(run, "scan")["plan"] == f"s3://{ops_bucket}/{key}"
+    assert [k for k, _, _ in all_versions(s3, ops_bucket)] == [key]
 
 
 def test_runbook_without_approval_restores_the_saved_plan(airflow_db, s3, conn_id, runbook_variables):
