@@ -71,7 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--workers", type=int, default=16, help="parallel requests (default 16)")
     am.add_argument("--report", help="save the full report (.json or .parquet; local path or s3://)")
     _undo_and_verify_parsers(sub)
+    pol = sub.add_parser("iam-policy", help="print the least-privilege IAM policy a mode needs on a table")
+    pol.add_argument("table", help="the table location, s3://BUCKET/PREFIX/")
+    pol.add_argument("--mode", choices=("scan", "undelete", "copy", "auto", "sensor"), required=True,
+                     help="scan; amend with strategy undelete, copy or auto; the VersioningSensor")
+    pol.add_argument("--ops-location", help="where plans and reports are saved (s3://BUCKET/PREFIX/)")
+    pol.add_argument("--server", choices=("aws", "ceph"), default="aws",
+                     help="ceph adds what Ceph RGW 16 needs besides (see docs/iam.md)")
+    pol.add_argument("--principal", help="print bucket policies granting this ARN, one per bucket, instead")
     return parser
+
+
+def _iam_policy(args: argparse.Namespace) -> int:
+    from airflow_fuse import iam
+
+    try:
+        document: Any = (
+            iam.bucket_policies(args.mode, args.table, args.principal, ops_location=args.ops_location,
+                                server=args.server) if args.principal
+            else iam.policy(args.mode, args.table, ops_location=args.ops_location, server=args.server))
+    except FuseError as exc:
+        print(f"airflow-fuse: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(document, indent=2))
+    return 0
 
 
 def _undo_and_verify_parsers(sub: Any) -> None:
@@ -157,6 +180,8 @@ class _Progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "iam-policy":
+        return _iam_policy(args)
     handler = logging.StreamHandler()
     handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, handlers=[handler])

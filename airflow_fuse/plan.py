@@ -26,6 +26,7 @@ from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.parquet import read_parquet
+from airflow_fuse.s3 import explain
 from airflow_fuse.times import isoformat
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
@@ -217,7 +218,8 @@ def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
     else:
         candidates = [v for v in history.data_versions if good(v)]
 
-    if candidates and current.version_id == candidates[0].version_id:
+    if candidates and (current.version_id == candidates[0].version_id or _same_data(current, candidates[0])):
+        # The wanted version is current, or a copy of it is (a restore ran before): nothing to do.
         item.status, item.version_id, item.size = "present", current.version_id, current.size
         return item
     damaged = not current.is_delete_marker and not good(current)
@@ -245,6 +247,13 @@ def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
         item.reason = (f"deleted at {isoformat(current.last_modified)}; the good version is not the newest "
                        "data version, so it is copied")
     return item
+
+
+def _same_data(current: Any, wanted: Any) -> bool:
+    """A live version holding the wanted version's bytes: same size and the same single-part ETag (an MD5 of the
+    bytes). A multipart ETag ("…-N") is not a digest of the bytes, so it proves nothing."""
+    return (not current.is_delete_marker and bool(wanted.etag) and "-" not in wanted.etag
+            and current.etag == wanted.etag and current.size == wanted.size)
 
 
 def _damage(obj: NeededObject, size: int) -> str:
@@ -296,7 +305,10 @@ def write_document(uri: str, data: bytes, *, client: Any = None, table: TableLoc
                                 "the table; choose a location outside its prefix")
         if client is None:
             raise BadInputError(f"an S3 client is needed to write {uri}")
-        client.put_object(Bucket=target.bucket, Key=key, Body=data)
+        try:
+            client.put_object(Bucket=target.bucket, Key=key, Body=data)
+        except Exception as exc:
+            raise explain(exc, bucket=target.bucket, client=client, action=f"write {uri} to", key=key) from None
         return uri
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +324,9 @@ def read_document(uri: str, *, client: Any = None) -> bytes:
         try:
             return client.get_object(Bucket=target.bucket, Key=target.prefix.rstrip("/"))["Body"].read()
         except Exception as exc:
-            raise BadInputError(f"cannot read plan {uri}: {exc}") from None
+            key = target.prefix.rstrip("/")
+            raise BadInputError(f"cannot read plan {uri}: " + str(explain(
+                exc, bucket=target.bucket, client=client, action="read", key=key, versioned=False))) from None
     try:
         return Path(uri).read_bytes()
     except OSError as exc:

@@ -34,7 +34,7 @@ from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
 from airflow_fuse.listing import VersionEntry, iter_object_versions
 from airflow_fuse.plan import Plan, PlanItem
-from airflow_fuse.s3 import error_code
+from airflow_fuse.s3 import describe_error, error_code, refusal_hint
 from airflow_fuse.times import isoformat
 from airflow_fuse.versioning import check_versioning
 
@@ -51,7 +51,8 @@ COPIES_PER_LISTING_PAGE = 100  # fresh plans: above this many copies per page of
 COPY_ATTEMPTS = 4  # a copy whose outcome is unknown is looked at, then tried again, at most this many times
 PART_ATTEMPTS = 4
 # Writes that add a version when they succeed: botocore must never repeat them on its own.
-NON_IDEMPOTENT = ("CopyObject", "UploadPartCopy", "CompleteMultipartUpload")
+# CreateMultipartUpload makes no version, but a repeat after a lost answer leaves an orphan upload behind.
+NON_IDEMPOTENT = ("CopyObject", "UploadPartCopy", "CreateMultipartUpload", "CompleteMultipartUpload")
 # Answers after which the server may or may not have done the work (botocore would retry them).
 _UNSURE_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
                  "ThrottlingException", "RequestTimeTooSkewed", "ConditionalRequestConflict"}
@@ -248,6 +249,22 @@ def copy_landed(item: PlanItem, history: KeyHistory | None, *, multipart: bool) 
     return current if multipart or current.etag == item.etag else None
 
 
+def buried_under(item: PlanItem, history: KeyHistory, new_version_id: str) -> VersionEntry | None:
+    """The entry under the copy when it is not the one the plan saw (a write or deletion that landed during the
+    copy, on a server that ignores conditional headers); None when the copy sits where it should, or is gone."""
+    ids = [e.version_id for e in history.entries]
+    if new_version_id not in ids or new_version_id == "null":
+        return None
+    position = ids.index(new_version_id)
+    if position != 0:
+        return None  # written over since the copy: the newer write is current anyway
+    below = history.entries[1] if len(history.entries) > 1 else None
+    if below is None or same_entry(below, item.current_version_id, item.current_is_delete_marker, item.current_etag,
+                                   item.current_size, item.current_last_modified):
+        return None
+    return below
+
+
 def needs_key_listing(item: PlanItem) -> bool:
     """A key whose plan involves a ``null`` version id cannot be re-checked by version id alone."""
     return "null" in (item.version_id, item.current_version_id, *item.delete_markers)
@@ -376,9 +393,13 @@ class Restorer:
             copies = sum(1 for item in work if action_for(self.strategy, item) == "copy")
             recheck = "listing" if copies > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages) else "per-key"
         self.check_before_copy = recheck == "per-key"
-        self._abort_leftover_uploads(work, started_at=datetime.now(timezone.utc))
+        multipart_keys = sorted({item.key for item in work if item.size >= self.multipart_threshold
+                                 and action_for(self.strategy, item)})
+        self._abort_uploads(multipart_keys, "left by an earlier run that was killed")
         self._apply(work, recheck == "listing", result)
-        self._fill_new_version_ids(result)
+        self._settle_copies(result)
+        # A CreateMultipartUpload whose answer was lost started an upload nobody will complete.
+        self._abort_uploads(multipart_keys, "orphaned by a lost CreateMultipartUpload answer")
         result.seconds = time.monotonic() - started
         return result
 
@@ -492,8 +513,8 @@ class Restorer:
                 if self.strategy == "auto" and set(codes) <= DENIED_CODES:
                     out.append(Step("copy", item, note="marker removal denied; copied instead"))
                     continue
-                hint = (" (marker removal is denied by policy or Object Lock: s3:DeleteObjectVersion is needed; "
-                        "use strategy 'auto' or 'copy')" if set(codes) <= DENIED_CODES else "")
+                hint = (f" ({refusal_hint('DeleteObjects', codes, bucket=self.plan.bucket, key=item.key)})"
+                        if set(codes) <= DENIED_CODES else "")
                 out.append(Outcome(item.key, "failed", "undelete", item.version_id, item.size,
                                    f"DeleteObjects refused: {', '.join(codes)}: {errors[0].get('Message', '')}{hint}"))
                 continue
@@ -556,8 +577,9 @@ class Restorer:
                 if changed is not None:
                     return changed
         except (ClientError, BotoCoreError) as exc:
+            why = describe_error(exc, bucket=self.plan.bucket, key=item.key) if isinstance(exc, ClientError) else exc
             return Outcome(item.key, "failed", "copy", item.version_id, item.size,
-                           f"could not re-check the key before copying: {exc}; run again")
+                           f"could not re-check the key before copying: {why}; run again")
         cause = ""
         conditional = self.conditional_writes
         for attempt in range(1, COPY_ATTEMPTS + 1):
@@ -569,7 +591,8 @@ class Restorer:
                 code = error_code(exc)
                 if code not in ("PreconditionFailed", "412"):
                     return Outcome(item.key, "failed", "copy", item.version_id, item.size,
-                                   f"CopyObject of version {item.version_id} failed: {code}: {exc}")
+                                   f"copy of version {item.version_id}: "
+                                   f"{describe_error(exc, bucket=self.plan.bucket, key=item.key)}")
                 # Looked at below; if the key is as the plan saw it, the server reads the condition
                 # differently: the next attempt goes without it (the listing just re-checked the key).
                 cause, conditional = "the server refused the copy's precondition", False
@@ -647,47 +670,68 @@ class Restorer:
                 log.warning("Could not abort the multipart upload %s of %s: %s", upload_id, key, exc)
             raise
 
-    def _abort_leftover_uploads(self, work: list[PlanItem], *, started_at: datetime) -> None:
-        """Abort unfinished multipart uploads on the keys this plan copies in parts, begun before this run.
+    def _abort_uploads(self, keys: list[str], why: str) -> None:
+        """Abort the unfinished multipart uploads on exactly these keys (the ones this plan copies in parts).
 
-        A run killed half way through a multipart copy leaves its upload behind (parts are stored and billed,
-        no version exists). Only uploads on the exact keys this plan will copy in parts are touched.
+        An unfinished upload is parts, not a version: aborting it loses no data. Uploads are left by a run killed
+        between its parts and its completion, or by a CreateMultipartUpload whose answer was lost. A writer's own
+        multipart upload to a key being restored would be aborted too (its completion then fails and it retries);
+        an AbortIncompleteMultipartUpload lifecycle rule is the server-side safety net.
         """
-        keys = sorted({item.key for item in work
-                       if item.size >= self.multipart_threshold and action_for(self.strategy, item)})
         for key in keys:
             try:
                 uploads = self.client.list_multipart_uploads(Bucket=self.plan.bucket, Prefix=key).get("Uploads") or []
-            except ClientError as exc:
-                log.warning("Could not list unfinished multipart uploads of %s (%s): leftovers of an earlier run, "
-                            "if any, stay (an AbortIncompleteMultipartUpload lifecycle rule removes them)", key,
-                            error_code(exc))
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("Could not list unfinished multipart uploads of %s (%s): uploads %s, if any, stay "
+                            "(an AbortIncompleteMultipartUpload lifecycle rule removes them)", key, exc, why)
                 continue
             for upload in uploads:
-                initiated = upload.get("Initiated")
-                if upload.get("Key") != key or not isinstance(initiated, datetime) or initiated >= started_at:
+                if upload.get("Key") != key:
                     continue
-                log.info("Aborting unfinished multipart upload %s of %s (begun %s)", upload["UploadId"], key,
-                         isoformat(initiated))
+                log.info("Aborting unfinished multipart upload %s of %s (%s)", upload["UploadId"], key, why)
                 try:
                     self.client.abort_multipart_upload(Bucket=self.plan.bucket, Key=key, UploadId=upload["UploadId"])
-                except ClientError as exc:
-                    log.warning("Could not abort upload %s of %s: %s", upload["UploadId"], key, error_code(exc))
+                except (ClientError, BotoCoreError) as exc:
+                    log.warning("Could not abort upload %s of %s: %s", upload["UploadId"], key, exc)
 
-    def _fill_new_version_ids(self, result: RestoreResult) -> None:
-        """Copies whose answer carried no version id (Ceph): read it from the key's current entry."""
-        missing = {o.key: o for o in result.outcomes if o.result == "copied" and not o.new_version_id}
-        if not missing:
+    def _settle_copies(self, result: RestoreResult) -> None:
+        """After the copies: record each new version id, and withdraw a copy that buried a concurrent write.
+
+        Servers that ignore conditional headers (moto, Ceph) let a write that lands between the re-check and the
+        CopyObject end up *under* the copy. The key's listing shows it: the entry below the copy is not the one the
+        plan saw. The copy, a duplicate of a version that stays, is then deleted, so the write is current again and
+        the key is reported ``changed since scan``. The only data version a restore ever deletes is such a
+        duplicate that it made itself moments before. One listing sweep when copies are many, else one listing of
+        each copied key.
+        """
+        copied = {o.key: o for o in result.outcomes if o.result == "copied"}
+        if not copied:
             return
-        items = {item.key: item for item in self.plan.items if item.key in missing}
-        if len(missing) > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages):
+        items = {item.key: item for item in self.plan.items if item.key in copied}
+        if len(copied) > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages):
             histories: Iterable[KeyHistory] = (
                 h for h in iter_histories(iter_object_versions(self.client, self.plan.bucket, self.plan.prefix))
-                if h.key in missing)
+                if h.key in copied)
         else:
-            histories = (h for h in (self.key_history(key) for key in missing) if h is not None)
+            histories = (h for h in (self.key_history(key) for key in copied) if h is not None)
         for history in histories:
-            item = items[history.key]
-            landed = copy_landed(item, history, multipart=item.size >= self.multipart_threshold)
-            if landed is not None:
-                missing[history.key].new_version_id = landed.version_id
+            outcome, item = copied[history.key], items[history.key]
+            if not outcome.new_version_id:
+                landed = copy_landed(item, history, multipart=item.size >= self.multipart_threshold)
+                if landed is None:
+                    continue  # written over since: the copy is history now, and not ours to judge
+                outcome.new_version_id = landed.version_id
+            below = buried_under(item, history, outcome.new_version_id)
+            if below is None:
+                continue
+            try:
+                self.client.delete_object(Bucket=self.plan.bucket, Key=item.key, VersionId=outcome.new_version_id)
+            except (ClientError, BotoCoreError) as exc:
+                outcome.detail = (f"a write landed during the copy and is now under it ({below.version_id}); the "
+                                  f"copy could not be withdrawn ({exc}): remove version {outcome.new_version_id}")
+                outcome.result = "failed"
+                continue
+            outcome.result = "changed since scan"
+            outcome.detail = (f"{'a deletion' if below.is_delete_marker else 'a write'} landed during the copy "
+                              f"({below.version_id}); the copy was withdrawn so it stays current; scan again")
+            outcome.new_version_id = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from botocore.exceptions import (
 )
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
+from airflow_fuse import iam
 from airflow_fuse.errors import BadInputError, FuseError, PreconditionError, redact
 
 # Adaptive retries back off on throttling (SlowDown, 503) and share a token bucket across threads.
@@ -72,6 +74,10 @@ def make_client(
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
+# HEAD answers carry no error code, only the status: "403" (botocore names the code after it).
+ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "403", "Forbidden", "AllAccessDisabled"})
+
+
 def endpoint_of(client: Any) -> str:
     """The client's endpoint for messages, with any credentials in the URL redacted."""
     return redact(getattr(client.meta, "endpoint_url", "") or "") or "the default AWS endpoint"
@@ -82,8 +88,13 @@ def error_code(exc: ClientError) -> str:
 
 
 def explain(exc: Exception, *, bucket: str, client: Any = None, conn_id: str | None = None,
-            action: str = "read") -> FuseError:
-    """Turn a botocore exception into a FuseError naming the bucket, connection and the fix."""
+            action: str = "read", prefix: str | None = None, key: str | None = None,
+            versioned: bool | None = None) -> FuseError:
+    """Turn a botocore exception into a FuseError naming the bucket, connection and the fix.
+
+    Access denied names the IAM action the refused call needs and the resource to grant it on (the table
+    ``prefix`` or ``key`` when given; ``versioned``: the call named a version id, see ``iam.required``).
+    """
     where = f"bucket {bucket!r}"
     via = f" (connection {conn_id!r}" if conn_id else " ("
     via += f"{', ' if conn_id else ''}endpoint {endpoint_of(client)})" if client is not None else ")"
@@ -115,10 +126,11 @@ def explain(exc: Exception, *, bucket: str, client: Any = None, conn_id: str | N
                 f"the S3 server rejected the credentials ({code}) when trying to {action} {where}{via}: "
                 "fix the access key / secret in the connection (or the AWS credential chain)"
             )
-        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+        if code in ACCESS_DENIED_CODES:
             return PreconditionError(
-                f"access denied to {action} {where}{via}: grant s3:ListBucketVersions, s3:GetObjectVersion, "
-                "s3:GetBucketVersioning (and for a restore s3:PutObject, s3:DeleteObjectVersion) to these credentials"
+                f"access denied to {action} {where}{via}: "
+                + iam.denied(exc.operation_name, bucket=bucket, prefix=prefix, key=key, versioned=versioned,
+                             server_message=str(exc.response.get("Error", {}).get("Message") or ""))
             )
         if code in ("InvalidBucketName",):
             return BadInputError(f"{where} is not a valid bucket name{via}")
@@ -127,6 +139,29 @@ def explain(exc: Exception, *, bucket: str, client: Any = None, conn_id: str | N
     if isinstance(exc, BotoCoreError):
         return FuseError(f"S3 client error while trying to {action} {where}{via}: {exc}")
     return FuseError(f"unexpected error while trying to {action} {where}{via}: {exc}")
+
+
+def refusal_hint(operation: str, codes: Iterable[str], *, bucket: str, key: str | None = None) -> str:
+    """Why the server refused ``operation`` on ``key`` and the fix; names the IAM action when access was denied.
+
+    For the restore's per-key failures (the per-key errors of a DeleteObjects answer carry only codes).
+    """
+    if ACCESS_DENIED_CODES & set(codes):
+        return "access denied: " + iam.denied(operation, bucket=bucket, key=key)
+    if operation in ("DeleteObjects", "DeleteObject"):
+        return "marker removal is refused (Object Lock, or the server); use strategy 'auto' or 'copy'"
+    return f"{operation} was refused"
+
+
+def describe_error(exc: ClientError, *, bucket: str, key: str | None = None, versioned: bool | None = None) -> str:
+    """``<call> failed: <code>: <message>``; when access was denied, the IAM action to grant and the fix."""
+    code = error_code(exc)
+    operation = getattr(exc, "operation_name", "") or "the request"
+    if code in ACCESS_DENIED_CODES:
+        message = str(exc.response.get("Error", {}).get("Message") or "")
+        return f"{operation} access denied: " + iam.denied(operation, bucket=bucket, key=key, versioned=versioned,
+                                                           server_message=message)
+    return f"{operation} failed: {code}: {exc}"
 
 
 class RequestCounter:

@@ -8,7 +8,7 @@ versioned buckets on the embedded moto server, deletes every key under the table
 (DeleteObjects without version ids: delete markers), then restores one with each contender:
 
   ours      ``amend(client, table="s3://<bucket>/<table root>", scan_options=ScanOptions(table_format="fuse"))``
-  Databend  the algorithm of SYSTEM$FUSE_AMEND (/work/shared/reference/fuse-format.md): sequentially, for the
+  Databend  the algorithm of SYSTEM$FUSE_AMEND (docs/format-facts.md): sequentially, for the
             current snapshot, each of its segments and each of their blocks: HEAD; when missing, one
             ListObjectVersions with Prefix=key, GET of the newest data version, PUT of it back; the snapshot
             and each segment are then read (GET) to find what they reference. Index files, ``_hs`` files,

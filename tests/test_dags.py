@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import DAGS_FOLDER, new_bucket, run_dag
 from tests.fuse_fixtures import assert_restored, broken_table, load_expect, replay
-from tests.helpers import all_versions, read
+from tests.helpers import all_versions, delete_keys, put_objects, read
 
 
 def _dag(dag_id: str):
@@ -241,3 +241,24 @@ def test_scan_saves_a_plan_that_amend_applies(airflow_db, s3, conn_id, tmp_path)
     assert states == {"scan": "success", "amend": "success"}, states
     assert plan.exists()
     _assert_whole(s3, bucket, expect)
+
+
+def test_periodic_amend_reports_a_prefix_table_unless_it_has_a_deletion_window(airflow_db, s3, conn_id,
+                                                                                 monkeypatch):
+    """A retention job's deletions under a prefix table must not be undone every hour: reported (the task fails so
+    alerting fires), nothing written; an entry with deletion_window_hours restores deletions inside the window."""
+    erased, windowed = new_bucket(s3), new_bucket(s3)
+    for bucket in (erased, windowed):
+        put_objects(s3, bucket, {"events/a.parquet": b"a", "events/b.parquet": b"b"})
+        delete_keys(s3, bucket, ["events/a.parquet"])
+    before = all_versions(s3, erased)
+    monkeypatch.setenv("AIRFLOW_VAR_FUSE_PERIODIC_TABLES", json.dumps([
+        {"table": f"s3://{erased}/events/", "table_format": "prefix", "aws_conn_id": conn_id},
+        {"table": f"s3://{windowed}/events/", "aws_conn_id": conn_id, "deletion_window_hours": 1},
+    ]))
+    run, _ = run_dag(_dag("fuse_periodic_amend"))
+    by_index = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    assert by_index[("table.amend", 0)] == "failed" and run.state == "failed"
+    assert all_versions(s3, erased) == before and read(s3, erased, "events/a.parquet") is None
+    assert by_index[("table.amend", 1)] == "success"
+    assert read(s3, windowed, "events/a.parquet") == b"a"

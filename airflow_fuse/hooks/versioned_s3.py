@@ -22,7 +22,7 @@ class VersionedS3Hook(S3Hook):
     amazon provider's. The client retries adaptively (throttling) unless the connection's
     ``config_kwargs`` say otherwise.
 
-    :param aws_conn_id: The Airflow connection used for AWS credentials and endpoint.
+    :param str aws_conn_id: The Airflow connection used for AWS credentials and endpoint.
     """
 
     hook_name = "Versioned S3 (airflow-fuse)"

@@ -30,7 +30,7 @@ class FuseAmendOperator(FuseScanOperator):
     :param max_workers: Parallel S3 requests.
     :param fail_on_unrecoverable: Fail the task when objects remain that cannot be recovered (default True).
     :param report_uri: Save the full per-key report here (``.json`` or ``.parquet``; local or ``s3://``).
-    :param plan_uri: Save the plan (the undo manifest: every delete marker to be removed) before any change.
+    :param str plan_uri: Save the plan (the undo manifest: every delete marker to be removed) before any change.
     :param referenced_only: Restore only what the table's own metadata references (scheduled amends): a
         ``prefix`` table without a deletion window (``deleted_since``/``deleted_before``) is only reported, and the
         task fails when it has deleted keys, so that an intentional deletion is never undone unasked.
