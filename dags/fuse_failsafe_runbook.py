@@ -35,6 +35,7 @@ Set up once: the Airflow Variable `airflow_fuse_ops_location` (e.g. `s3://ops-bu
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from datetime import datetime, timedelta, timezone
@@ -106,6 +107,12 @@ SCAN_ARGS = {
     "deleted_before": "{{ params.deleted_before or '' }}",
     "aws_conn_id": "{{ params.aws_conn_id }}",
 }
+
+
+# Pin the reviewed plan's digest: the amend applies the plan only if it is still the one the scan saved (with a
+# FuseAmendOperator that checks plans; the scan's summary then reports plan_digest).
+PIN_DIGEST = ({"plan_digest": "{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}"}
+              if "plan_digest" in inspect.signature(FuseAmendOperator.__init__).parameters else {})
 
 
 def _typed_params(context: Any) -> None:
@@ -306,7 +313,7 @@ with DAG(
     amend = FuseAmendOperator(task_id="amend", plan="{{ ti.xcom_pull(task_ids='scan')['plan'] }}",
                               strategy="{{ params.strategy }}", report_uri=f"{RUN_DIR}/report.parquet",
                               aws_conn_id="{{ params.aws_conn_id }}",
-                              trigger_rule="none_failed_min_one_success")
+                              trigger_rule="none_failed_min_one_success", **PIN_DIGEST)
     verify = FuseVerifyOperator(task_id="verify", pre_execute=_typed_params, **SCAN_ARGS)
 
     routed = route(scan.output)
