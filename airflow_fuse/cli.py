@@ -62,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--plan-out", help="save the plan (.json or .parquet; local path or s3://)")
     am = sub.add_parser("amend", help="restore the table's missing and damaged objects")
     _selection(am)
-    am.add_argument("--plan", help="apply this saved plan instead of scanning (the table must match)")
+    am.add_argument("--plan", help="apply this saved plan instead of scanning; it is refused unless it is for TABLE, "
+                                   "unchanged since the scan (its digest is checked) and recent (--max-plan-age)")
+    am.add_argument("--plan-digest", metavar="HEX",
+                    help="with --plan: apply it only if its sha256 digest is HEX (the plan_digest the scan printed)")
+    am.add_argument("--max-plan-age", metavar="AGE", default="24h",
+                    help="with --plan: refuse a plan whose listing is older than AGE, in hours (36) or as 90m, 24h, "
+                         "2d (default 24h); 'none' applies a plan whatever its age")
     am.add_argument("--plan-out", help="save the plan (the undo manifest) here before changing anything")
     am.add_argument("--strategy", choices=STRATEGIES, default="auto",
                     help="auto: remove delete markers, copy where needed (default); undelete: markers only; "
@@ -204,22 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             report = scan_report(client, args.table, options, conn_id=args.aws_conn_id, plan_uri=args.plan_out,
                                  on_page=progress.page)
         else:
-            from airflow_fuse.location import parse_table_uri
-            from airflow_fuse.plan import load_plan
-
-            plan: Any = None
-            table: str | None = args.table
-            if args.plan:
-                plan = load_plan(args.plan, client=client)
-                wanted = parse_table_uri(args.table, allow_bucket_root=args.allow_bucket_root)
-                if (plan.bucket, plan.prefix) != (wanted.bucket, wanted.prefix):
-                    raise BadInputError(
-                        f"plan {args.plan} is for {plan.location.uri}, not {wanted.uri}: scan this table again")
-                table = None
+            # With --plan, the engine applies it only if it is for args.table (and whole, pinned, recent).
             report = amend(
-                client, table=table, plan=plan, scan_options=options, conn_id=args.aws_conn_id,
+                client, table=args.table, plan=args.plan or None, scan_options=options, conn_id=args.aws_conn_id,
                 options=AmendOptions(strategy=args.strategy, dry_run=args.dry_run, max_workers=args.workers,
-                                     plan_uri=args.plan_out, report_uri=args.report),
+                                     plan_uri=args.plan_out, report_uri=args.report,
+                                     max_plan_age=args.max_plan_age, plan_digest=args.plan_digest),
                 progress=progress.restore, on_page=progress.page,
             )
     except FuseError as exc:

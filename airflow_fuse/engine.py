@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_fuse import formats, versioning
@@ -19,7 +19,15 @@ from airflow_fuse.formats import ScanTimes
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import Layout
 from airflow_fuse.location import TableLocation, parse_table_uri
-from airflow_fuse.plan import Plan, build_plan, load_plan, save_plan
+from airflow_fuse.plan import (
+    DEFAULT_MAX_PLAN_AGE,
+    Plan,
+    build_plan,
+    open_plan,
+    parse_max_plan_age,
+    parse_plan_digest,
+    save_plan,
+)
 from airflow_fuse.reader import S3VersionReader
 from airflow_fuse.report import Report
 from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer
@@ -149,21 +157,34 @@ class AmendOptions:
     # Scheduled amends: restore only what a table's own metadata references. A table whose format does not
     # say what it needs (prefix) is only reported, unless the scan selected a deletion window.
     referenced_only: bool = False
+    # A saved plan whose listing is older than this is refused (hours, "90m", "24h", a timedelta; None: any age).
+    max_plan_age: float | str | timedelta | None = DEFAULT_MAX_PLAN_AGE
+    plan_digest: str | None = None  # a saved plan is applied only if its digest is this one (the scan's plan_digest)
 
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise BadInputError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        parse_max_plan_age(self.max_plan_age)
+        parse_plan_digest(self.plan_digest)
 
 
 def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = None,
           scan_options: ScanOptions | None = None, options: AmendOptions | None = None,
           conn_id: str | None = None, progress: Callable[[int, int, int], None] | None = None,
           on_page: Callable[[int], None] | None = None) -> Report:
-    """Scan (or load a plan), save the plan, restore, report: the one-call ``SYSTEM$FUSE_AMEND``."""
+    """Scan (or load a plan), save the plan, restore, report: the one-call ``SYSTEM$FUSE_AMEND``.
+
+    ``table`` alone scans it now; ``plan`` applies a saved plan; both apply the plan, which must be for that
+    table. A saved plan is checked whole (every field, its digest, the pinned ``plan_digest``, its table,
+    ``max_plan_age``) before any request.
+    """
     options = options or AmendOptions()
     options.validate()
-    if (table is None) == (plan is None):
-        raise BadInputError("give either table= (scan it now) or plan= (apply a saved plan), not both or neither")
+    if table is None and plan is None:
+        raise BadInputError("give table= (scan it now) or plan= (apply a saved plan; with table= as well, the "
+                            "plan must be for that table)")
+    if plan is None and options.plan_digest is not None:
+        raise BadInputError("plan_digest pins a saved plan: give the plan as well")
     counter = RequestCounter().attach(client)
     started = time.monotonic()
     try:
@@ -171,11 +192,12 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
         if plan is None:
             assert table is not None
             the_plan = scan(client, table, scan_options, conn_id=conn_id, on_page=on_page)
-        elif isinstance(plan, Plan):
-            the_plan = plan
         else:
-            the_plan = load_plan(plan, client=client)
-            plan_location = plan
+            wanted = None if table is None else parse_table_uri(
+                table, allow_bucket_root=bool(scan_options and scan_options.allow_bucket_root))
+            the_plan = open_plan(plan, client=client, table=wanted, max_age=parse_max_plan_age(options.max_plan_age),
+                                 digest=parse_plan_digest(options.plan_digest))
+            plan_location = plan if isinstance(plan, str) else None
         if options.plan_uri:
             # Written before the first change: it lists every delete marker that will be removed.
             plan_location = save_plan(the_plan, options.plan_uri, client=client)

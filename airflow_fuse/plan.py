@@ -6,15 +6,26 @@ live version fails the metadata's checks; an older good version is copied over i
 the reason). For ``restore`` the action is ``undelete`` (remove the delete markers above the newest
 data version; the plan lists their version ids: the undo manifest) or ``copy`` (server-side copy of
 the chosen version onto the key, keeping all history).
+
+A saved plan carries a digest (sha256) over everything it holds: the table, the listing facts and every
+row, computed canonically so the JSON and Parquet forms of one plan have the same digest. Loading checks
+the type and value of every field and the digest before anything is written: a plan edited by hand, cut
+short or damaged in transit is refused. The digest is not a signature (anyone who can write the file can
+recompute it): ``FuseAmendOperator(plan_digest=...)`` and ``amend --plan-digest`` pin the digest the scan
+reported, so the plan applied is the plan reviewed. ``open_plan`` adds the checks that a plan applies
+here and now: made for the table given, recent enough (``max_plan_age``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
+import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +34,19 @@ import pyarrow.parquet as pq
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject
+from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.parquet import read_parquet
 from airflow_fuse.s3 import explain
-from airflow_fuse.times import isoformat
+from airflow_fuse.times import isoformat, parse_time
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
 STATUSES = ("present", "restore", "damaged", "unrecoverable", "skipped")
+ACTIONS = ("undelete", "copy")
+RESCAN = "scan again to make a new plan"
+DEFAULT_MAX_PLAN_AGE = timedelta(hours=24)
+# A plan whose listing is dated this far in the future is refused (clocks of workers differ a little).
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass(slots=True)
@@ -70,10 +86,13 @@ class Plan:
     listed_at: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
-    tables: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[TableSummary] = field(default_factory=list)
     keys_listed: int = 0
     versions_listed: int = 0
     listing_pages: int = 0
+
+    def __post_init__(self) -> None:
+        self.tables = [t if isinstance(t, TableSummary) else TableSummary.from_dict(t) for t in self.tables]
 
     @property
     def location(self) -> TableLocation:
@@ -101,10 +120,12 @@ class Plan:
             "to_undelete": actions.get("undelete", 0),
             "to_copy": actions.get("copy", 0),
             "bytes_to_restore": self.bytes_to_restore(),
+            "plan_digest": self.digest,  # pin it: FuseAmendOperator(plan_digest=...), amend --plan-digest
         }
 
     # serialisation --------------------------------------------------------------------------------
-    def meta(self) -> dict[str, Any]:
+    def header(self) -> dict[str, Any]:
+        """Every field of the plan but its rows (and the digest, which covers them all)."""
         return {
             "format": PLAN_FORMAT,
             "bucket": self.bucket,
@@ -114,11 +135,29 @@ class Plan:
             "listed_at": self.listed_at,
             "options": self.options,
             "info": self.info,
-            "tables": self.tables,
+            "tables": [table.as_dict() for table in self.tables],
             "keys_listed": self.keys_listed,
             "versions_listed": self.versions_listed,
             "listing_pages": self.listing_pages,
         }
+
+    def meta(self) -> dict[str, Any]:
+        """The header as saved: with the digest."""
+        return {**self.header(), "digest": self.digest}
+
+    @property
+    def digest(self) -> str:
+        """sha256 (hex) of the plan's canonical form: the same for the JSON and the Parquet file of a plan.
+
+        Canonical form: compact JSON with sorted keys and ASCII escapes of ``{"plan": header, "fields":
+        row field names, "items": each row as the list of its values}``; the header passes through JSON once
+        first, so a value saved as its string (``default=str``) hashes as that string.
+        """
+        header = json.loads(json.dumps(self.header(), default=str))
+        rows = [[getattr(item, name) for name in ITEM_FIELDS] for item in self.items]
+        text = json.dumps({"plan": header, "fields": ITEM_FIELDS, "items": rows}, sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=True, default=str)
+        return hashlib.sha256(text.encode("ascii")).hexdigest()
 
     def to_json(self) -> str:
         return json.dumps({**self.meta(), "items": [asdict(i) for i in self.items]}, indent=1, default=str)
@@ -143,34 +182,327 @@ class Plan:
     def from_json(cls, text: str, *, source: str = "plan") -> Plan:
         try:
             data = json.loads(text)
-            items = [PlanItem(**item) for item in data.pop("items")]
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise BadInputError(f"{source} is not an airflow-fuse plan ({exc}); create one with a scan") from None
-        return cls._from_meta(data, items, source)
+        except ValueError as exc:
+            raise BadInputError(f"{source} is not an airflow-fuse plan (not JSON: {exc}); {RESCAN}") from None
+        if not isinstance(data, dict):
+            raise BadInputError(f"{source} is not an airflow-fuse plan (not a JSON object); {RESCAN}")
+        rows = data.pop("items", None)
+        return cls._checked(data, rows, source)
 
     @classmethod
     def from_parquet(cls, data: bytes, *, source: str = "plan") -> Plan:
         try:
             table = read_parquet(data)
-            meta = json.loads(table.schema.metadata[b"airflow_fuse.plan"])
-            items = [PlanItem(**row) for row in table.to_pylist()]
+            meta = json.loads((table.schema.metadata or {})[b"airflow_fuse.plan"])
+            rows = table.to_pylist()
         except Exception as exc:
-            raise BadInputError(f"{source} is not an airflow-fuse plan ({exc}); create one with a scan") from None
-        return cls._from_meta(meta, items, source)
+            raise BadInputError(f"{source} is not an airflow-fuse plan ({type(exc).__name__}: {exc}); "
+                                f"{RESCAN}") from None
+        return cls._checked(meta, rows, source)
 
     @classmethod
-    def _from_meta(cls, meta: dict[str, Any], items: list[PlanItem], source: str) -> Plan:
+    def _checked(cls, meta: Any, rows: Any, source: str) -> Plan:
+        """A plan from its saved header and rows, every field checked, then the digest."""
         if not isinstance(meta, dict) or meta.get("format") != PLAN_FORMAT:
-            raise BadInputError(f"{source} is not an airflow-fuse plan (format {meta.get('format')!r}, "
-                                f"expected {PLAN_FORMAT!r}); create one with a scan")
-        for item in items:
-            if item.status not in STATUSES or not item.key.startswith(meta["prefix"]):
-                raise BadInputError(f"{source} is malformed: item {item.key!r} ({item.status}) is not a valid "
-                                    f"plan row for prefix {meta['prefix']!r}")
-            if item.actionable and item.action not in ("undelete", "copy"):
-                raise BadInputError(f"{source} is malformed: item {item.key!r} has action {item.action!r}")
-        meta = {k: v for k, v in meta.items() if k != "format"}
-        return cls(items=items, **meta)
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise BadInputError(f"{source} is not an airflow-fuse plan (format {found!r}, expected "
+                                f"{PLAN_FORMAT!r}); {RESCAN}")
+        _check_header(meta, source, saved=True)
+        if not isinstance(rows, list):
+            raise _refused(source, "field 'items'", f"must be a list of rows, not {_show(rows)}")
+        items = _check_rows(rows, meta["prefix"], source)
+        stored = meta["digest"]
+        plan = cls(items=items, **{k: v for k, v in meta.items() if k not in ("format", "digest")})
+        computed = plan.digest
+        if not hmac.compare_digest(stored, computed):
+            raise BadInputError(
+                f"plan {source} does not match its digest (saved {stored[:16]}…, its contents give "
+                f"{computed[:16]}…): it was changed after the scan, or damaged; it is not applied. {RESCAN}")
+        return plan
+
+    def validate(self, *, source: str = "plan") -> None:
+        """Check every field of a plan built or changed in memory, as loading a saved one does."""
+        _check_header(self.header(), source, saved=False)
+        _check_rows([{name: getattr(item, name) for name in ITEM_FIELDS} for item in self.items], self.prefix,
+                    source)
+
+
+ITEM_FIELDS = tuple(f.name for f in fields(PlanItem))
+_ITEM_FIELD_SET = frozenset(ITEM_FIELDS)
+_HEADER_FIELDS = ("format", "bucket", "prefix", "table_format", "created_at", "listed_at", "options", "info",
+                  "tables", "keys_listed", "versions_listed", "listing_pages")
+_DIGEST_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+# checks of a saved plan ---------------------------------------------------------------------------
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60] + '…' if len(text) > 60 else text} ({type(value).__name__})"
+
+
+def _refused(source: str, where: str, problem: str) -> BadInputError:
+    return BadInputError(f"plan {source} is refused: {where} {problem}; {RESCAN}")
+
+
+def _text(value: Any, *, required: bool = False) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string, not {_show(value)}"
+    if required and not value:
+        return "must not be empty"
+    return None
+
+
+def _count(value: Any, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"must be an integer{' or null' if optional else ''}, not {_show(value)}"
+    if value < 0:
+        return f"must be >= 0, not {value}"
+    return None
+
+
+def _time(value: Any) -> str | None:
+    problem = _text(value)
+    if problem is None and value:
+        try:
+            parse_time(value, name="it", allow_future=True)
+        except BadInputError:
+            return f"must be an ISO 8601 time with a zone (or empty), not {_show(value)}"
+    return problem
+
+
+def _check_header(meta: dict[str, Any], source: str, *, saved: bool) -> None:
+    wanted = set(_HEADER_FIELDS) | ({"digest"} if saved else set())
+    unknown = sorted(set(meta) - wanted, key=str)
+    if unknown:
+        raise _refused(source, f"field {unknown[0]!r}", "is not a field of a plan")
+    missing = [name for name in (*_HEADER_FIELDS, "digest") if name in wanted and name not in meta]
+    if missing == ["digest"]:
+        raise _refused(source, "field 'digest'",
+                       "is missing: the plan was made by an older airflow-fuse or edited by hand")
+    if missing:
+        raise _refused(source, f"field {missing[0]!r}", "is missing")
+    checks: dict[str, Any] = {
+        "bucket": lambda v: _text(v, required=True),
+        "prefix": _text,
+        "table_format": lambda v: _text(v, required=True),
+        "created_at": _time,
+        "listed_at": _time,
+        "options": lambda v: None if isinstance(v, dict) else f"must be an object, not {_show(v)}",
+        "info": lambda v: None if isinstance(v, dict) else f"must be an object, not {_show(v)}",
+        "tables": lambda v: (None if isinstance(v, list) and all(isinstance(t, dict) for t in v)
+                             else f"must be a list of objects, not {_show(v)}"),
+        "keys_listed": _count,
+        "versions_listed": _count,
+        "listing_pages": _count,
+    }
+    if saved:
+        checks["digest"] = lambda v: (None if isinstance(v, str) and _DIGEST_RE.match(v)
+                                      else f"must be 64 lowercase hex digits (sha256), not {_show(v)}")
+    for name, check in checks.items():
+        problem = check(meta[name])
+        if problem:
+            raise _refused(source, f"field {name!r}", problem)
+    bucket, prefix = meta["bucket"], meta["prefix"]
+    if "/" in bucket or bucket != bucket.strip():
+        raise _refused(source, "field 'bucket'", f"is not a bucket name: {bucket!r}")
+    segments = prefix.split("/")[:-1]
+    if prefix and (not prefix.endswith("/") or any(part in ("", ".", "..") for part in segments)):
+        raise _refused(source, "field 'prefix'", f"is not a table prefix (empty, or ending with '/' without empty, "
+                                                 f"'.' or '..' segments): {prefix!r}")
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, not {_show(value)}"
+
+
+def _markers(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(m, str) and m for m in value):
+        return None
+    return f"must be a list of delete marker version ids, not {_show(value)}"
+
+
+def _optional_count(value: Any) -> str | None:
+    return _count(value, optional=True)
+
+
+# Checks of the row fields that do not depend on the others (key, status, action, version_id are checked
+# in _check_row); in the order of ITEM_FIELDS, so the first bad field named is the first in the row.
+_ROW_CHECKS: dict[str, Any] = {
+    "kind": lambda v: _text(v, required=True),
+    "size": _count,
+    "etag": _text,
+    "reason": _text,
+    "current_version_id": _text,
+    "current_is_delete_marker": _flag,
+    "current_etag": _text,
+    "current_size": _count,
+    "current_last_modified": _time,
+    "last_modified": _time,
+    "delete_markers": _markers,
+    "expected_size": _optional_count,
+    "row_count": _optional_count,
+}
+# Every field of a row is checked: a field added to PlanItem needs its check here.
+assert list(_ROW_CHECKS) == [f for f in ITEM_FIELDS if f not in ("key", "status", "action", "version_id")]
+
+
+def _check_row(row: Any, prefix: str) -> tuple[str, str] | None:
+    """(field, problem) for the first thing wrong with one row, or None."""
+    if not isinstance(row, dict):
+        return "", f"must be an object with the fields {', '.join(ITEM_FIELDS)}, not {_show(row)}"
+    if len(row) != len(ITEM_FIELDS) or row.keys() != _ITEM_FIELD_SET:
+        unknown = sorted(set(row) - _ITEM_FIELD_SET, key=str)
+        if unknown:
+            return str(unknown[0]), "is not a field of a plan row"
+        return next(name for name in ITEM_FIELDS if name not in row), "is missing"
+    key, status, action, version_id = row["key"], row["status"], row["action"], row["version_id"]
+    problem = _text(key, required=True)
+    if problem:
+        return "key", problem
+    if not key.startswith(prefix):
+        return "key", f"{key!r} is outside the table's prefix {prefix!r}"
+    if not isinstance(status, str) or status not in STATUSES:
+        return "status", f"must be one of {', '.join(STATUSES)}, not {_show(status)}"
+    problem = _ROW_CHECKS["kind"](row["kind"])
+    if problem:
+        return "kind", problem
+    actionable = status in ("restore", "damaged")
+    if actionable and (not isinstance(action, str) or action not in ACTIONS):
+        return "action", f"must be undelete or copy for a row with status {status}, not {_show(action)}"
+    if not actionable and action != "":
+        return "action", f"must be empty for a row with status {status}, not {_show(action)}"
+    if status == "damaged" and action != "copy":
+        return "action", f"must be copy for a damaged row (an older version is copied over it), not {action!r}"
+    problem = _text(version_id, required=actionable)
+    if problem:
+        return "version_id", problem
+    for name, check in _ROW_CHECKS.items():
+        if name != "kind" and (problem := check(row[name])):
+            return name, problem
+    markers = row["delete_markers"]
+    if markers:
+        if action != "undelete":
+            return "delete_markers", f"must be empty for a row whose action is {action or 'none'!r}"
+        if version_id in markers:
+            return "delete_markers", f"lists the wanted version {version_id!r}, which holds data"
+        current = row["current_version_id"]
+        if not row["current_is_delete_marker"] and current and current in markers:
+            return "delete_markers", f"lists the current version {current!r}, which holds data"
+    return None
+
+
+def _check_rows(rows: list[Any], prefix: str, source: str) -> list[PlanItem]:
+    items: list[PlanItem] = []
+    first_row: dict[str, int] = {}
+
+    def where(index: int, row: Any) -> str:
+        key = row.get("key") if isinstance(row, dict) else None
+        return f"items[{index}]" + (f" (key {key!r})" if isinstance(key, str) else "")
+
+    for index, row in enumerate(rows):
+        found = _check_row(row, prefix)
+        if found is not None:
+            name, problem = found
+            raise _refused(source, f"{where(index, row)}, field {name!r}," if name else where(index, row), problem)
+        key = row["key"]
+        if key in first_row:
+            raise _refused(source, where(index, row), f"repeats the key of items[{first_row[key]}]: a key is "
+                                                      "planned once")
+        first_row[key] = index
+        items.append(PlanItem(**row))
+    return items
+
+
+# checks that a plan applies here and now ----------------------------------------------------------
+
+def parse_max_plan_age(value: Any) -> timedelta | None:
+    """``max_plan_age`` as given: hours (a number), a duration (``90m``, ``24h``, ``2d``, ``30s``), a timedelta,
+    or ``None``/``"none"`` for no limit. ``0`` is refused: it would refuse every plan."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    if isinstance(value, timedelta):
+        age = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        age = timedelta(hours=value)
+    elif isinstance(value, str) and (match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value.lower())):
+        number, unit = float(match.group(1)), match.group(2) or "h"
+        age = timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
+    else:
+        raise BadInputError(f"max_plan_age={value!r} is not a duration: give hours (36), or 90m, 24h, 2d; "
+                            "'none' applies a plan whatever its age")
+    if age <= timedelta(0):
+        raise BadInputError(f"max_plan_age={value!r} would refuse every plan: give a duration such as 24h, or "
+                            "'none' to apply a plan whatever its age")
+    return age
+
+
+def parse_plan_digest(value: Any) -> str | None:
+    """A pinned digest: ``None`` pins nothing; anything else must be a sha256 in hex."""
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text.startswith("sha256:"):
+        text = text[len("sha256:"):]
+    if not _DIGEST_RE.match(text):
+        raise BadInputError(f"plan_digest={value!r} is not a sha256 digest (64 hex digits): pin the "
+                            "plan_digest the scan reported")
+    return text
+
+
+def human_age(age: timedelta) -> str:
+    seconds = age.total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def check_plan_applies(plan: Plan, *, source: str, table: TableLocation | None = None,
+                       max_age: timedelta | None = DEFAULT_MAX_PLAN_AGE, digest: str | None = None,
+                       now: datetime | None = None) -> None:
+    """Refuse a plan that is not the pinned one, not for ``table``, or older than ``max_age``."""
+    if digest is not None and not hmac.compare_digest(plan.digest, digest):
+        raise BadInputError(f"plan {source} has digest {plan.digest}, not the pinned {digest}: it is not the plan "
+                            f"that was scanned and reviewed; nothing was written. {RESCAN}, or pin its digest")
+    if table is not None and (plan.bucket, plan.prefix) != (table.bucket, table.prefix):
+        raise BadInputError(f"plan {source} is for {plan.location.uri}, not {table.uri}: scan this table again")
+    if max_age is None:
+        return
+    stamp = plan.listed_at or plan.created_at
+    override = ("--max-plan-age 72h or max_plan_age='72h' to allow older plans, or none for any age")
+    if not stamp:
+        raise BadInputError(f"plan {source} does not say when its listing was taken, so its age is unknown: "
+                            f"{RESCAN}, or apply it anyway with {override}")
+    listed = parse_time(stamp, name="listed_at", allow_future=True)
+    assert listed is not None
+    age = (now or datetime.now(timezone.utc)) - listed
+    if age < -CLOCK_SKEW:
+        raise BadInputError(f"plan {source} says its listing was taken at {stamp}, {human_age(-age)} in the "
+                            f"future: check the clocks; {RESCAN}, or apply it anyway with --max-plan-age none")
+    if age > max_age:
+        raise BadInputError(f"plan {source} was made from a listing taken {human_age(age)} ago ({stamp}), more "
+                            f"than max_plan_age ({human_age(max_age)}): the table may have changed since. "
+                            f"{RESCAN}, or apply it anyway with {override}")
+
+
+def open_plan(plan: str | Plan, *, client: Any = None, table: TableLocation | None = None,
+              max_age: timedelta | None = DEFAULT_MAX_PLAN_AGE, digest: str | None = None,
+              now: datetime | None = None) -> Plan:
+    """A saved plan (a location) or a plan in memory, checked: well formed, its digest, its table, its age."""
+    if isinstance(plan, Plan):
+        source = "given"
+        plan.validate(source=source)
+    else:
+        source = plan
+        plan = load_plan(plan, client=client)
+    check_plan_applies(plan, source=source, table=table, max_age=max_age, digest=digest, now=now)
+    return plan
 
 
 # planning ---------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class Report:
     def summary(self) -> dict[str, Any]:
         """Small (well under 64 KB) and free of secrets: for XCom and --json."""
         out: dict[str, Any] = {**self.plan.summary(), "listed_at": self.plan.listed_at}
-        out["tables"] = [{k: v for k, v in t.items() if k not in ("indexes", "history", "inverted_indexes")}
+        out["tables"] = [{k: v for k, v in t.as_dict().items() if k not in ("indexes", "history", "inverted_indexes")}
                          for t in self.plan.tables[:20]]
         if self.plan.info:
             out["info"] = {k: (v[:10] if isinstance(v, list) else v) for k, v in list(self.plan.info.items())[:20]}
@@ -112,9 +112,7 @@ class Report:
         s = self.summary()
         lines = [f"airflow-fuse report for {s['table']} (format {s['table_format']})"]
         for table in self.plan.tables:
-            lines.append(f"  table {table.get('table_root')}: snapshot {table.get('snapshot_key')} "
-                         f"(from {table.get('snapshot_source')}), {table.get('row_count')} rows, "
-                         f"{table.get('block_count')} blocks")
+            lines.append(f"  {table.line()}")
         lines.append(f"  listed {s['keys_listed']} keys / {s['versions_listed']} versions and delete markers")
         lines.append(f"  needed {s['needed']}: present {s['present']}, to restore {s['restore']}, "
                      f"damaged {s['damaged']}, unrecoverable {s['unrecoverable']}; skipped {s['skipped']}")
@@ -124,6 +122,7 @@ class Report:
             size = self.plan.bytes_to_restore() if self.restore.dry_run else s["bytes_restored"]
             lines.append(f"  {verb} {count} objects ({human_bytes(size)}) with strategy {s['strategy']}: "
                          + ", ".join(f"{k} {v}" for k, v in s["results"].items()))
+        lines.append(f"  plan digest {s['plan_digest']}" + (f", saved to {s['plan']}" if s["plan"] else ""))
         lines.append(f"  {s['requests_total']} S3 requests in {s['seconds']:.1f} s: "
                      + ", ".join(f"{k} {v}" for k, v in s["requests"].items()))
         shown = [r for r in self.rows() if r["status"] != "present"]

@@ -50,6 +50,12 @@ RECHECKS = ("listing", "per-key", "auto")
 COPIES_PER_LISTING_PAGE = 100  # fresh plans: above this many copies per page of the table, re-check by listing
 COPY_ATTEMPTS = 4  # a copy whose outcome is unknown is looked at, then tried again, at most this many times
 PART_ATTEMPTS = 4
+# A multipart copy carries the version it copies in this user-metadata key (x-amz-meta-airflow-fuse-copy-of): a
+# second run then knows the live version already holds the wanted bytes. Single-part copies keep the source's
+# metadata untouched (their ETag is the bytes' MD5, which proves it).
+COPY_OF_METADATA = "airflow-fuse-copy-of"
+_COPIED_HEADERS = ("ContentType", "CacheControl", "ContentDisposition", "ContentEncoding", "ContentLanguage",
+                   "Expires", "WebsiteRedirectLocation")
 # Writes that add a version when they succeed: botocore must never repeat them on its own.
 # CreateMultipartUpload makes no version, but a repeat after a lost answer leaves an orphan upload behind.
 NON_IDEMPOTENT = ("CopyObject", "UploadPartCopy", "CreateMultipartUpload", "CompleteMultipartUpload")
@@ -75,6 +81,7 @@ class Outcome:
     detail: str = ""
     markers_removed: list[str] = field(default_factory=list)
     new_version_id: str = ""  # the version a copy created (undo deletes exactly this one)
+    seen_versions: tuple[str, ...] = ()  # a copy: the key's version ids when it was re-checked (not reported)
 
 
 @dataclass
@@ -109,6 +116,7 @@ class Step:
     markers: tuple[str, ...] = ()
     note: str = ""
     checked: bool = False  # the key's current entry was re-checked by a listing just now
+    seen: tuple[str, ...] = ()  # the version ids that listing showed (what a copy may land on top of)
 
 
 ProgressCallback = Callable[[int, int, int], None]  # (keys done, keys total, bytes done)
@@ -218,8 +226,9 @@ def decide(strategy: str, item: PlanItem, history: KeyHistory | None, checked: b
     if not action:
         return Step("record", item, outcome=Outcome(item.key, "failed", item.action, item.version_id, item.size,
                                                     undelete_refusal(item)))
+    seen = tuple(e.version_id for e in history.entries) if checked and history is not None else ()
     if action == "copy":
-        return Step("copy", item, checked=checked)
+        return Step("copy", item, checked=checked, seen=seen)
     # Rule 2: only ids a listing showed as delete markers (a version id never changes kind).
     if history is None or not checked:
         return Step("undelete", item, markers=tuple(item.delete_markers))
@@ -227,7 +236,7 @@ def decide(strategy: str, item: PlanItem, history: KeyHistory | None, checked: b
     if above and all(e.is_delete_marker for e in above):
         return Step("undelete", item, markers=tuple(e.version_id for e in above))
     if strategy == "auto":
-        return Step("copy", item, checked=checked)
+        return Step("copy", item, checked=checked, seen=seen)
     return Step("record", item, outcome=Outcome(
         item.key, "failed", "undelete", item.version_id, item.size,
         "the entries above the wanted version are not all delete markers any more; scan again"))
@@ -249,15 +258,23 @@ def copy_landed(item: PlanItem, history: KeyHistory | None, *, multipart: bool) 
     return current if multipart or current.etag == item.etag else None
 
 
-def buried_under(item: PlanItem, history: KeyHistory, new_version_id: str) -> VersionEntry | None:
-    """The entry under the copy when it is not the one the plan saw (a write or deletion that landed during the
-    copy, on a server that ignores conditional headers); None when the copy sits where it should, or is gone."""
+def buried_under(item: PlanItem, history: KeyHistory, new_version_id: str,
+                 seen: tuple[str, ...] = ()) -> VersionEntry | None:
+    """An entry that landed under the copy (a write or deletion between the re-check and the copy, on a server
+    that ignores conditional headers); None when the copy sits where it should, or is no longer current.
+
+    With the version ids the re-check listed (``seen``), any other entry under the copy landed in between: this
+    holds whatever order the listing gives entries of the same second (moto's is not the true one). Without
+    them, the entry right under the copy must be the one the plan saw.
+    """
     ids = [e.version_id for e in history.entries]
     if new_version_id not in ids or new_version_id == "null":
         return None
     position = ids.index(new_version_id)
     if position != 0:
         return None  # written over since the copy: the newer write is current anyway
+    if seen:
+        return next((e for e in history.entries[1:] if e.version_id not in seen), None)
     below = history.entries[1] if len(history.entries) > 1 else None
     if below is None or same_entry(below, item.current_version_id, item.current_is_delete_marker, item.current_etag,
                                    item.current_size, item.current_last_modified):
@@ -568,14 +585,22 @@ class Restorer:
     def _copy(self, step: Step) -> Outcome:
         item = step.item
         multipart = item.size >= self.multipart_threshold
+        seen = step.seen
         try:
             if self.check_before_copy and not step.checked:
                 # A deleted key is listed (a 404 does not tell whether a newer marker was added since the scan,
                 # and that is a change); a live one (damaged, rolled back) is checked with a HeadObject.
-                changed = (recheck(item, self.key_history(item.key)) if item.current_is_delete_marker
-                           else self._head_check(item))
+                if item.current_is_delete_marker:
+                    history = self.key_history(item.key)
+                    changed = recheck(item, history)
+                    seen = tuple(e.version_id for e in history.entries) if history is not None else ()
+                else:
+                    changed = self._head_check(item)
                 if changed is not None:
                     return changed
+            if multipart and not item.current_is_delete_marker and self._is_our_copy(item):
+                return Outcome(item.key, "already restored", "copy", item.version_id, 0,
+                               "the live version is an earlier airflow-fuse copy of the wanted version")
         except (ClientError, BotoCoreError) as exc:
             why = describe_error(exc, bucket=self.plan.bucket, key=item.key) if isinstance(exc, ClientError) else exc
             return Outcome(item.key, "failed", "copy", item.version_id, item.size,
@@ -586,7 +611,7 @@ class Restorer:
             try:
                 new_version = self._multipart_copy(item) if multipart else self._copy_object(item, conditional)
                 return Outcome(item.key, "copied", "copy", item.version_id, item.size, step.note,
-                               new_version_id=new_version)
+                               new_version_id=new_version, seen_versions=seen)
             except ClientError as exc:
                 code = error_code(exc)
                 if code not in ("PreconditionFailed", "412"):
@@ -608,7 +633,8 @@ class Restorer:
             landed = copy_landed(item, history, multipart=multipart)
             if landed is not None:
                 return Outcome(item.key, "copied", "copy", item.version_id, item.size,
-                               f"confirmed by listing after: {cause}"[:300], new_version_id=landed.version_id)
+                               f"confirmed by listing after: {cause}"[:300], new_version_id=landed.version_id,
+                               seen_versions=seen)
             changed = recheck(item, history)
             if changed is not None:
                 return changed
@@ -637,7 +663,12 @@ class Restorer:
         retried; the completion is not (an unconfirmed completion is looked at by the caller).
         """
         bucket, key = self.plan.bucket, item.key
-        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+        # UploadPartCopy copies bytes only: the object's headers and metadata come from CreateMultipartUpload.
+        head = self.client.head_object(Bucket=bucket, Key=key, VersionId=item.version_id)
+        headers = {name: head[name] for name in _COPIED_HEADERS if head.get(name)}
+        metadata = {**(head.get("Metadata") or {}), COPY_OF_METADATA: item.version_id}
+        upload_id = self.client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata,
+                                                        **headers)["UploadId"]
         chunk = self.multipart_chunksize
         ranges = [(start, min(item.size, start + chunk) - 1) for start in range(0, item.size, chunk)]
         source = {"Bucket": bucket, "Key": key, "VersionId": item.version_id}
@@ -669,6 +700,17 @@ class Restorer:
             except Exception as exc:  # noqa: BLE001 - the original error matters more
                 log.warning("Could not abort the multipart upload %s of %s: %s", upload_id, key, exc)
             raise
+
+    def _is_our_copy(self, item: PlanItem) -> bool:
+        """The live version is a multipart copy airflow-fuse made of the wanted version (its ETag is no digest of
+        the bytes, so a second run would otherwise copy it again)."""
+        if not item.current_version_id or item.current_size != item.size:
+            return False
+        try:
+            head = self.client.head_object(Bucket=self.plan.bucket, Key=item.key, VersionId=item.current_version_id)
+        except (ClientError, BotoCoreError):
+            return False
+        return (head.get("Metadata") or {}).get(COPY_OF_METADATA) == item.version_id
 
     def _abort_uploads(self, keys: list[str], why: str) -> None:
         """Abort the unfinished multipart uploads on exactly these keys (the ones this plan copies in parts).
@@ -721,7 +763,7 @@ class Restorer:
                 if landed is None:
                     continue  # written over since: the copy is history now, and not ours to judge
                 outcome.new_version_id = landed.version_id
-            below = buried_under(item, history, outcome.new_version_id)
+            below = buried_under(item, history, outcome.new_version_id, outcome.seen_versions)
             if below is None:
                 continue
             try:

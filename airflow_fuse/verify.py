@@ -189,7 +189,7 @@ def verify_table(client: Any, table: str, options: ScanOptions | None = None, *,
         files = data_files(plan)
         sizes = {i.key: i.size for i in plan.items if i.status == "present"}
     if plan.tables:
-        rows = [t.get("row_count") for t in plan.tables]
+        rows = [t.row_count for t in plan.tables]
         result.expected_rows = sum(r for r in rows if r is not None) if any(r is not None for r in rows) else None
     need_tables = full_read or any(k != "row_count" for k in expect)
 

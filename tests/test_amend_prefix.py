@@ -296,8 +296,10 @@ def test_plan_from_another_bucket_or_malformed_is_refused(s3, bucket, tmp_path):
     wrong.write_text(json.dumps({"format": "something-else", "items": []}))
     with pytest.raises(BadInputError, match="not an airflow-fuse plan"):
         amend(s3, plan=str(wrong))
-    with pytest.raises(BadInputError, match="not both"):
+    with pytest.raises(BadInputError, match="not an airflow-fuse plan"):
         amend(s3, table=f"s3://{bucket}/t/", plan=str(wrong))
+    with pytest.raises(BadInputError, match="give table= .* or plan="):
+        amend(s3)
 
 
 def test_plan_or_report_inside_the_table_is_refused(s3, bucket):

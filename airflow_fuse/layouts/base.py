@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -43,6 +44,60 @@ class SkippedKey:
     kind: str = "object"
 
 
+@dataclass(eq=False)
+class TableSummary(Mapping[str, Any]):
+    """One table found under the location: the facts every format gives (typed), and its own (``details``).
+
+    Reads like the mapping it is stored as (``summary["row_count"]``, ``summary["snapshot_key"]``): plans and
+    reports keep it as a JSON object with the typed fields and the details side by side.
+    """
+
+    table_root: str = ""
+    table_format: str = ""
+    state: str | None = None  # the metadata object the table's state was read from (snapshot, metadata.json, log)
+    state_source: str | None = None  # how that object was chosen (hint file, newest listed, given, ...)
+    row_count: int | None = None  # rows the metadata says the table's data files hold (verification)
+    data_files: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    _TYPED = ("table_root", "table_format", "state", "state_source", "row_count", "data_files")
+
+    @classmethod
+    def from_facts(cls, table_format: str, facts: Mapping[str, Any], *, state: str, source: str,
+                   files: str) -> TableSummary:
+        """A layout's facts, with the keys that hold the typed fields named (the facts stay as details too)."""
+        value = facts.get(state)
+        label = None if value is None else f"{state} {value}" if isinstance(value, int) else str(value)
+        return cls(table_root=str(facts.get("table_root", "")), table_format=table_format, state=label,
+                   state_source=facts.get(source), row_count=facts.get("row_count"), data_files=facts.get(files),
+                   details={k: v for k, v in facts.items() if k not in cls._TYPED})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TableSummary:
+        """Back from its stored form (a plan or report file)."""
+        return cls(**{k: data.get(k) for k in cls._TYPED if k in data},
+                   details={k: v for k, v in data.items() if k not in cls._TYPED})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.details, **{k: getattr(self, k) for k in self._TYPED}}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.as_dict())
+
+    def line(self) -> str:
+        """One line for the report."""
+        rows = "?" if self.row_count is None else self.row_count
+        files = "?" if self.data_files is None else self.data_files
+        return (f"table {self.table_root} ({self.table_format}): {self.state or 'no readable state'}"
+                f"{f' (from {self.state_source})' if self.state_source else ''}, {rows} rows, {files} data files")
+
+
 @dataclass
 class LayoutResult:
     """The needed keys, keys deliberately left alone (with why), and facts for the report."""
@@ -50,7 +105,7 @@ class LayoutResult:
     needed: list[NeededObject]
     skipped: list[SkippedKey] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
-    tables: list[dict[str, Any]] = field(default_factory=list)  # per table found (fuse): root, rows, ...
+    tables: list[TableSummary] = field(default_factory=list)  # one per table found
 
 
 class VersionReader(Protocol):

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, VersionReader
+from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
 
 LOG_DIR = "_delta_log/"
 SIDECAR_DIR = "_sidecars/"
@@ -601,7 +601,7 @@ class _Scan:
         return history is not None and history.is_deleted
 
     # one table ----------------------------------------------------------------------------------------
-    def table(self, table: DeltaTableFiles) -> dict[str, Any]:
+    def table(self, table: DeltaTableFiles) -> TableSummary:
         paths = _Paths(self.inventory.bucket, table.root)
         version = table.newest_version
         last = self._last_checkpoint(table)
@@ -646,7 +646,8 @@ class _Scan:
         }
         if self.include_history:
             summary["history_log_files"] = history
-        return summary
+        return TableSummary.from_facts("delta", summary,
+                                       state="version", source="checkpoint_source", files="data_files")
 
     # the checkpoint -----------------------------------------------------------------------------------
     def _last_checkpoint(self, table: DeltaTableFiles) -> LastCheckpoint | None:

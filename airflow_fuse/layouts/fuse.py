@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, VersionReader
+from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
 from airflow_fuse.layouts.fuse_format import (
     BlockMeta,
     Hint,
@@ -309,7 +309,7 @@ class _TableScan:
                                  "references cannot be listed")
 
     # one table ----------------------------------------------------------------------------------------
-    def table(self, table: FuseTable, *, snapshot_location: str | None, include_history: bool) -> dict[str, Any]:
+    def table(self, table: FuseTable, *, snapshot_location: str | None, include_history: bool) -> TableSummary:
         hint = self._read_hint(table)
         snapshot_key, source = self._current_snapshot(table, hint, snapshot_location)
         for hint_key in table.hint_keys.values():
@@ -343,7 +343,8 @@ class _TableScan:
                                  "inconsistent")
         if include_history:
             summary["history"] = self._history(table, snapshot, indexes) if snapshot else []
-        return summary
+        return TableSummary.from_facts("fuse", summary,
+                                       state="snapshot_key", source="snapshot_source", files="blocks_listed")
 
     # the current snapshot -----------------------------------------------------------------------------
     def _read_hint(self, table: FuseTable) -> Hint | None:

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, VersionReader
+from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
 
 METADATA_DIR = "metadata"
 HINT_NAME = "version-hint.text"
@@ -511,7 +511,7 @@ class _TableScan:
         return newest.last_modified if newest is not None else None
 
     # one table ----------------------------------------------------------------------------------------
-    def table(self, table: IcebergTable, metadata_key: str, source: str) -> dict[str, Any]:
+    def table(self, table: IcebergTable, metadata_key: str, source: str) -> TableSummary:
         paths = _Paths(self.inventory.bucket, table.root)
         self._pointer_file(table)
         read = self.metadata.read_newest(metadata_key, decode_metadata)
@@ -519,7 +519,8 @@ class _TableScan:
         summary: dict[str, Any] = {"table_root": table.root, "metadata_key": metadata_key, "metadata_source": source}
         metadata: dict[str, Any] | None = read.value
         if metadata is None:
-            return summary
+            return TableSummary.from_facts("iceberg", summary,
+                                           state="metadata_key", source="metadata_source", files="data_files")
         location = metadata["location"].rstrip("/")
         if paths.key_of(location + "/") != table.root:
             self.warnings.append(f"{metadata_key!r} gives the table location {location!r}, not the listed root "
@@ -569,7 +570,8 @@ class _TableScan:
             "manifests": len(files_by_manifest),
         })
         self._check_totals(metadata_key, snapshots, current_id, summary, bool(current_deletes))
-        return summary
+        return TableSummary.from_facts("iceberg", summary,
+                                       state="metadata_key", source="metadata_source", files="data_files")
 
     def _pointer_file(self, table: IcebergTable) -> None:
         if table.hint_key is None:

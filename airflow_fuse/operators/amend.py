@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Context
@@ -20,11 +21,18 @@ class FuseAmendOperator(FuseScanOperator):
     """
     Restore every object a table needs from the right older versions, never destroying a version.
 
-    Give either ``table`` (scan now, then restore: the one-call equivalent of ``CALL SYSTEM$FUSE_AMEND``)
-    or ``plan`` (apply a plan a ``FuseScanOperator`` saved). The scan options of ``FuseScanOperator``
-    apply with ``table``. Returns the report summary (small; the full report goes to ``report_uri``).
+    Give ``table`` (scan now, then restore: the one-call equivalent of ``CALL SYSTEM$FUSE_AMEND``) or
+    ``plan`` (apply a plan a ``FuseScanOperator`` saved), or both: the plan is then applied only if it was
+    made for that table. The scan options of ``FuseScanOperator`` apply with ``table`` alone. A saved plan
+    is checked before anything is written: every field, its digest, ``plan_digest``, its table and
+    ``max_plan_age``; a plan that fails fails the task at once (no retry). Returns the report summary
+    (small; the full report goes to ``report_uri``).
 
-    :param plan: Location of a saved plan (templated), instead of ``table``.
+    :param plan: Location of a saved plan (templated).
+    :param plan_digest: Apply the plan only if its digest is this one (templated); pin the scan's, e.g.
+        ``"{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}"``, so the plan applied is the plan reviewed.
+    :param max_plan_age: Refuse a plan whose listing is older than this (templated): hours, or a duration
+        such as ``"90m"``, ``"24h"``, ``"2d"``, or a timedelta; ``None`` or ``"none"`` for any age. Default ``"24h"``.
     :param strategy: ``auto`` (remove delete markers; copy where needed), ``undelete`` or ``copy``.
     :param dry_run: Only report what would be done; write nothing to the table.
     :param max_workers: Parallel S3 requests.
@@ -36,7 +44,8 @@ class FuseAmendOperator(FuseScanOperator):
         task fails when it has deleted keys, so that an intentional deletion is never undone unasked.
     """
 
-    template_fields: Sequence[str] = (*FuseScanOperator.template_fields, "plan", "strategy", "report_uri")
+    template_fields: Sequence[str] = (*FuseScanOperator.template_fields, "plan", "plan_digest", "max_plan_age",
+                                      "strategy", "report_uri")
     ui_color = "#f8e8d0"
 
     def __init__(
@@ -44,6 +53,8 @@ class FuseAmendOperator(FuseScanOperator):
         *,
         table: str | None = None,
         plan: str | None = None,
+        plan_digest: str | None = None,
+        max_plan_age: float | str | timedelta | None = "24h",
         strategy: str = "auto",
         dry_run: bool = False,
         max_workers: int = 16,
@@ -55,6 +66,8 @@ class FuseAmendOperator(FuseScanOperator):
     ) -> None:
         super().__init__(table=table or "", fail_on_unrecoverable=fail_on_unrecoverable, **kwargs)
         self.plan = plan
+        self.plan_digest = plan_digest
+        self.max_plan_age = max_plan_age
         self.strategy = strategy
         self.dry_run = dry_run
         self.max_workers = max_workers
@@ -67,7 +80,8 @@ class FuseAmendOperator(FuseScanOperator):
         progress = LogProgress(self.log)
         options = AmendOptions(strategy=self.strategy, dry_run=bool(self.dry_run), max_workers=self.max_workers,
                                multipart_threshold=self.multipart_threshold, plan_uri=self.plan_uri or None,
-                               report_uri=self.report_uri or None, referenced_only=self.referenced_only)
+                               report_uri=self.report_uri or None, referenced_only=self.referenced_only,
+                               plan_digest=self.plan_digest, max_plan_age=self.max_plan_age)
         try:
             report = amend(client, table=self.table or None, plan=self.plan or None,
                            scan_options=self.scan_options(), options=options, conn_id=self.aws_conn_id,

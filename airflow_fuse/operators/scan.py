@@ -25,8 +25,8 @@ class FuseScanOperator(BaseOperator):
     """
     Find which objects a table needs, which are missing or damaged, and which version brings each back.
 
-    Returns the plan summary (counts, bytes, the first unrecoverable keys) and, with ``plan_uri``, where
-    the full plan was saved for ``FuseAmendOperator(plan=...)``.
+    Returns the plan summary (counts, bytes, the first unrecoverable keys, ``plan_digest``) and, with
+    ``plan_uri``, where the full plan was saved (``plan``) for ``FuseAmendOperator(plan=..., plan_digest=...)``.
 
     :param table: The table location, ``s3://bucket/prefix/`` (templated).
     :param table_format: ``auto`` (detect), ``fuse`` (Databend) or ``prefix`` (every object under the prefix).
