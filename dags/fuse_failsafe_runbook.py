@@ -20,7 +20,7 @@ Databend's `CALL SYSTEM$FUSE_AMEND('db', 't')`, for Databend Fuse tables and for
    why, the first keys of each kind, the plan's location and digest) under *Required actions* and
    chooses **Approve** or **Reject**. Reject, or no answer within 12 hours, ends the run with nothing
    written, and the `approval` log says so.
-5. `amend` — applies **that plan** (its digest pinned when the operator supports it): each key is
+5. `amend` — applies **that plan** (pinned by its digest: a plan changed since the review is refused): each key is
    re-checked against a fresh listing first, and a key written or deleted since the scan is left alone.
    Removes delete markers over the right versions (or copies a version back where needed); never
    deletes a version that holds data; safe to run twice. The per-key report (the undo manifest, for
@@ -35,7 +35,6 @@ Set up once: the Airflow Variable `airflow_fuse_ops_location` (e.g. `s3://ops-bu
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 from datetime import datetime, timedelta, timezone
@@ -107,12 +106,6 @@ SCAN_ARGS = {
     "deleted_before": "{{ params.deleted_before or '' }}",
     "aws_conn_id": "{{ params.aws_conn_id }}",
 }
-
-
-# Pin the reviewed plan's digest: the amend applies the plan only if it is still the one the scan saved (with a
-# FuseAmendOperator that checks plans; the scan's summary then reports plan_digest).
-PIN_DIGEST = ({"plan_digest": "{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}"}
-              if "plan_digest" in inspect.signature(FuseAmendOperator.__init__).parameters else {})
 
 
 def _typed_params(context: Any) -> None:
@@ -310,10 +303,12 @@ with DAG(
 
     approval = PlanApprovalOperator(task_id="approval", scan_task_id="scan", aws_conn_id="{{ params.aws_conn_id }}",
                                     subject="Restore the table?", response_timeout=APPROVAL_TIMEOUT)
+    # THAT plan: the scan's, pinned by its digest (a plan changed since the review is refused, nothing written)
     amend = FuseAmendOperator(task_id="amend", plan="{{ ti.xcom_pull(task_ids='scan')['plan'] }}",
+                              plan_digest="{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}",
                               strategy="{{ params.strategy }}", report_uri=f"{RUN_DIR}/report.parquet",
                               aws_conn_id="{{ params.aws_conn_id }}",
-                              trigger_rule="none_failed_min_one_success", **PIN_DIGEST)
+                              trigger_rule="none_failed_min_one_success")
     verify = FuseVerifyOperator(task_id="verify", pre_execute=_typed_params, **SCAN_ARGS)
 
     routed = route(scan.output)

@@ -122,6 +122,8 @@ class Airflow:
             "AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS": json.dumps([CONN_ID]),
             "AIRFLOW_VAR_AIRFLOW_FUSE_OPS_LOCATION": f"file://{self.ops}/",
             "PYTHONUNBUFFERED": "1",
+            # this checkout's airflow_fuse, not the one the environment has installed
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         })
         return env
 
@@ -385,8 +387,7 @@ def test_runbook_restores_only_after_approval_on_a_real_airflow(airflow: Airflow
         assert f"| undelete (remove the delete markers above a version) | {n} |" in body, body
         assert str(plan) in body and "**Unrecoverable**" not in body
         assert expect["referenced_keys"][0] in body or "… and" in body  # the first keys of each kind
-        if scan.get("plan_digest"):
-            assert scan["plan_digest"] in body
+        assert f"**Plan digest** `{scan['plan_digest']}`" in body
 
         t0 = time.monotonic()
         answer = _answer(airflow, run_path, "Approve")
