@@ -91,6 +91,39 @@ def test_runbook_approval_timeout_says_nothing_was_written(runbook_variables):
                                                 "response.", "error_type": "timeout"})
 
 
+def test_runbook_approval_body_shows_every_kind_of_key():
+    import runpy
+
+    from airflow_fuse.plan import Plan, PlanItem
+    from airflow_fuse.report import Report
+
+    plan_markdown = runpy.run_path(str(DAGS_FOLDER / "fuse_failsafe_runbook.py"))["plan_markdown"]
+    items = ([PlanItem(key=f"t/_b/undel{i}.parquet", status="restore", action="undelete", version_id=f"v{i}",
+                       size=1024) for i in range(7)]
+             + [PlanItem(key="t/_b/copied.parquet", status="restore", action="copy", version_id="vc", size=2048),
+                PlanItem(key="t/_sg/damaged.mpk", status="damaged", action="copy", version_id="vd", size=100,
+                         reason="holds 3 bytes, the metadata says 100"),
+                PlanItem(key="t/_b/expired.parquet", status="unrecoverable",
+                         reason="no version left: a lifecycle rule expired it"),
+                PlanItem(key="t/_ss/snap.mpk", status="present")])
+    plan = Plan(bucket="lake", prefix="t/", table_format="fuse", items=items, listed_at="2026-11-29T10:00:00Z")
+    summary = dict(Report(plan).summary(), plan="s3://ops/airflow-fuse/fuse_failsafe_runbook/run1/plan.parquet")
+
+    body = plan_markdown(summary, plan.items)
+    assert "| undelete (remove the delete markers above a version) | 7 | 7.0 KiB |" in body
+    assert "| copy an older version back | 1 | 2.0 KiB |" in body
+    assert "| damaged: replace with an older version | 1 | 100 B |" in body
+    assert "| **unrecoverable** (no version to bring back) | 1 | – |" in body
+    assert "| **total written** | 9 | 9.1 KiB |" in body
+    assert "- `t/_b/expired.parquet`: no version left: a lifecycle rule expired it" in body
+    assert "- `t/_sg/damaged.mpk`: holds 3 bytes, the metadata says 100" in body
+    assert "- `t/_b/copied.parquet` ← version `vc` (2.0 KiB)" in body
+    assert "- `t/_b/undel4.parquet` ← version `v4`" in body and "undel5" not in body  # the first five
+    assert "- … and 2 more (in the plan)" in body
+    assert "**Plan** `s3://ops/airflow-fuse/fuse_failsafe_runbook/run1/plan.parquet`" in body
+    assert f"**Plan digest** `{plan.digest}`" in body
+
+
 def _broken_fuse_table(s3, name: str) -> tuple[str, dict]:
     bucket, expect = broken_table(s3, name)
     return bucket, dict(expect, _name=name)
@@ -124,6 +157,21 @@ def test_runbook_dry_run_writes_nothing_and_says_so(airflow_db, s3, conn_id, run
     key = f"airflow-fuse/fuse_failsafe_runbook/{run.run_id}/plan.parquet"
     assert _xcom(run, "scan")["plan"] == f"s3://{ops_bucket}/{key}"
     assert [k for k, _, _ in all_versions(s3, ops_bucket)] == [key]
+
+
+def test_runbook_include_history_reaches_the_scan(airflow_db, s3, conn_id, runbook_variables):
+    from airflow_fuse.engine import ScanOptions, scan_report
+
+    bucket, expect = _broken_fuse_table(s3, "fuse_compacted")
+    table = f"s3://{bucket}/{expect['storage_root']}"
+    current = scan_report(s3, table).summary()["needed"]
+    with_history = scan_report(s3, table, ScanOptions(include_history=True)).summary()["needed"]
+    assert with_history > current  # the previous snapshots' objects count too
+
+    run, states = run_dag(_dag("fuse_failsafe_runbook"),
+                          run_conf={"table": table, "aws_conn_id": conn_id, "include_history": True})
+    assert states["scan"] == "success", states
+    assert _xcom(run, "scan")["needed"] == with_history  # the form's boolean, not the string "True"
 
 
 def test_runbook_without_approval_restores_the_saved_plan(airflow_db, s3, conn_id, runbook_variables):
