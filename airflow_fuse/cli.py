@@ -12,13 +12,12 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any, NoReturn
 
-from airflow_fuse import __version__
+from airflow_fuse import __version__, formats
 from airflow_fuse.engine import FORMATS, AmendOptions, ScanOptions, amend, scan_report
 from airflow_fuse.errors import EXIT_STATUSES, BadInputError, FuseError, redact
-from airflow_fuse.report import human_bytes
+from airflow_fuse.progress import TerminalProgress
 from airflow_fuse.restore import STRATEGIES
 
 
@@ -38,6 +37,12 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-history", action="store_true",
                         help="fuse: also restore the chain of previous snapshots (time travel)")
     parser.add_argument("--allow-bucket-root", action="store_true", help="allow a table that is a whole bucket")
+    parser.add_argument("--layout-option", action="append", default=[], dest="layout_options", metavar="KEY=VALUE",
+                        type=_layout_option,
+                        help="an option of the table format (repeatable), e.g. iceberg: metadata_location=s3://…, "
+                             "current_snapshot_only=true; each format's options: "
+                             + "; ".join(f"{name}: {', '.join(formats.get(name).options) or 'none'}"
+                                         for name in formats.names(with_auto=False)))
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     _common(parser)
 
@@ -146,42 +151,25 @@ class _RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-class _Progress:
-    """A progress bar on a terminal, a line every few seconds otherwise (logs, CI)."""
+def _scan_options(args: argparse.Namespace) -> ScanOptions:
+    return ScanOptions(
+        table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
+        deleted_before=args.deleted_before, rollback_overwrites=args.rollback_overwrites,
+        rollback_keys=args.rollback_keys, allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
+        snapshot_location=args.snapshot_location, include_history=args.include_history,
+        layout_options=dict(args.layout_options),
+    )
 
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.last = 0.0
-        self.listed = 0
 
-    def page(self, entries: int) -> None:
-        self.listed += entries
-        self._emit(f"listing: {self.listed} versions and delete markers")
-
-    def restore(self, done: int, total: int, size: int) -> None:
-        if self.tty:
-            width = 30
-            filled = int(width * done / max(total, 1))
-            self._emit(f"restoring [{'#' * filled}{'.' * (width - filled)}] {done}/{total} ({human_bytes(size)})",
-                       force=done == total)
-        else:
-            self._emit(f"restoring: {done}/{total} objects, {human_bytes(size)}", force=done == total)
-
-    def _emit(self, text: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.tty:
-            if force or now - self.last > 0.1:
-                self.stream.write("\r" + text.ljust(78))
-                self.stream.flush()
-                self.last = now
-        elif force or now - self.last > 5:
-            self.stream.write(text + "\n")
-            self.last = now
-
-    def close(self) -> None:
-        if self.tty and self.last:
-            self.stream.write("\n")
+def _layout_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``; the value is read as JSON when it is JSON (true, 3, "x"), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. metadata_location=s3://…/v3.metadata.json)")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,14 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.INFO)
     if args.command in ("undo", "verify"):
         return _run_undo(args) if args.command == "undo" else _run_verify(args)
-    progress = _Progress(sys.stderr)
-    options = ScanOptions(
-        table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
-        deleted_before=args.deleted_before, rollback_overwrites=args.rollback_overwrites,
-        rollback_keys=args.rollback_keys,
-        allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
-        snapshot_location=args.snapshot_location, include_history=args.include_history,
-    )
+    progress = TerminalProgress(sys.stderr)
+    options = _scan_options(args)
     try:
         client = _client(args)
         if args.command == "scan":
@@ -244,7 +226,7 @@ def _run_undo(args: argparse.Namespace) -> int:
     """``undo``: exit 0 when no key failed (keys left alone are listed with the reason), 1 when one did."""
     from airflow_fuse.undo import undo
 
-    progress = _Progress(sys.stderr)
+    progress = TerminalProgress(sys.stderr)
     try:
         result = undo(_client(args), args.report, dry_run=args.dry_run, max_workers=args.workers,
                       report_uri=args.undo_report, conn_id=args.aws_conn_id, on_page=progress.page)
@@ -276,12 +258,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     """``verify``: exit 0 when the table reads whole, 1 when it does not (first problems printed), 2 bad input."""
     from airflow_fuse.verify import verify_table
 
-    options = ScanOptions(
-        table_format=args.table_format, as_of=args.as_of, deleted_since=args.deleted_since,
-        deleted_before=args.deleted_before, rollback_overwrites=args.rollback_overwrites,
-        rollback_keys=args.rollback_keys, allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
-        snapshot_location=args.snapshot_location, include_history=args.include_history,
-    )
+    options = _scan_options(args)
     try:
         result = verify_table(_client(args), args.table, options, full_read=args.full_read,
                               expect=_expectations(args), conn_id=args.aws_conn_id)

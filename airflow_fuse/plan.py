@@ -26,18 +26,17 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_fuse.documents import read_document, write_document
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
-from airflow_fuse.location import TableLocation, parse_table_uri
+from airflow_fuse.location import TableLocation
 from airflow_fuse.parquet import read_parquet
-from airflow_fuse.s3 import explain
 from airflow_fuse.times import isoformat, parse_time
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
@@ -627,51 +626,13 @@ def build_plan(inventory: Inventory, layout_result: LayoutResult, *, table_forma
 
 # storage of plans and reports ------------------------------------------------------------------
 
-def write_document(uri: str, data: bytes, *, client: Any = None, table: TableLocation | None = None) -> str:
-    """Write bytes to a local path or ``s3://bucket/key``; never inside the table being restored."""
-    if uri.startswith("s3://"):
-        target = parse_table_uri(uri.rstrip("/") + "/", allow_bucket_root=True)
-        key = target.prefix.rstrip("/")
-        if table is not None and target.bucket == table.bucket and key.startswith(table.prefix):
-            raise BadInputError(f"{uri} is inside the table {table.uri}: writing there would add an object to "
-                                "the table; choose a location outside its prefix")
-        if client is None:
-            raise BadInputError(f"an S3 client is needed to write {uri}")
-        try:
-            client.put_object(Bucket=target.bucket, Key=key, Body=data)
-        except Exception as exc:
-            raise explain(exc, bucket=target.bucket, client=client, action=f"write {uri} to", key=key) from None
-        return uri
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return str(path)
-
-
-def read_document(uri: str, *, client: Any = None) -> bytes:
-    if uri.startswith("s3://"):
-        target = parse_table_uri(uri.rstrip("/") + "/", allow_bucket_root=True)
-        if client is None:
-            raise BadInputError(f"an S3 client is needed to read {uri}")
-        try:
-            return client.get_object(Bucket=target.bucket, Key=target.prefix.rstrip("/"))["Body"].read()
-        except Exception as exc:
-            key = target.prefix.rstrip("/")
-            raise BadInputError(f"cannot read plan {uri}: " + str(explain(
-                exc, bucket=target.bucket, client=client, action="read", key=key, versioned=False))) from None
-    try:
-        return Path(uri).read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"cannot read plan {uri}: {exc.strerror}") from None
-
-
 def save_plan(plan: Plan, uri: str, *, client: Any = None) -> str:
     data = plan.to_parquet() if uri.endswith(".parquet") else plan.to_json().encode()
     return write_document(uri, data, client=client, table=plan.location)
 
 
 def load_plan(uri: str, *, client: Any = None) -> Plan:
-    data = read_document(uri, client=client)
+    data = read_document(uri, client=client, what="plan")
     if uri.endswith(".parquet"):
         return Plan.from_parquet(data, source=uri)
     return Plan.from_json(data.decode("utf-8", errors="replace"), source=uri)

@@ -11,8 +11,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from airflow_fuse.documents import write_document
 from airflow_fuse.errors import EXIT_ERROR, EXIT_OK, EXIT_TO_RESTORE, EXIT_UNRECOVERABLE
-from airflow_fuse.plan import Plan, write_document
+from airflow_fuse.plan import Plan
 from airflow_fuse.restore import RestoreResult
 
 SUMMARY_LIMIT = 32 * 1024
@@ -132,7 +133,7 @@ class Report:
             for r in shown[:max_rows]:
                 key = r["key"] if len(r["key"]) <= width else "…" + r["key"][-(width - 1):]
                 lines.append(f"  {key:<{width}}  {r['status']:<13} {r['action'] or '-':<8} {r['result'] or '-':<18} "
-                             f"{(r['detail'] or r['reason'])[:160]}")
+                             f"{r['detail'] or r['reason']}")
             if len(shown) > max_rows:
                 lines.append(f"  … and {len(shown) - max_rows} more rows in the full report")
         if s["remaining"]:

@@ -45,19 +45,19 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
+from airflow_fuse.documents import read_document, write_document
 from airflow_fuse.errors import BadInputError, PreconditionError
 from airflow_fuse.inventory import KeyHistory, iter_histories
 from airflow_fuse.listing import VersionEntry, iter_object_versions
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.parquet import read_parquet
-from airflow_fuse.plan import PLAN_FORMAT, write_document
+from airflow_fuse.plan import PLAN_FORMAT
 from airflow_fuse.s3 import RequestCounter, error_code, explain
 from airflow_fuse.times import isoformat, parse_time
 from airflow_fuse.versioning import ENABLE_HINT, get_versioning_status
@@ -202,24 +202,8 @@ def _parquet_parts(data: bytes, source: str) -> tuple[Any, dict, list]:
     return summary, {}, table.to_pylist()
 
 
-def read_bytes(uri: str, *, client: Any = None) -> bytes:
-    """A local file or ``s3://bucket/key``."""
-    if uri.startswith("s3://"):
-        target = parse_table_uri(uri.rstrip("/") + "/", allow_bucket_root=True)
-        if client is None:
-            raise BadInputError(f"an S3 client is needed to read {uri}")
-        try:
-            return client.get_object(Bucket=target.bucket, Key=target.prefix.rstrip("/"))["Body"].read()
-        except ClientError as exc:
-            raise BadInputError(f"cannot read report {uri}: {error_code(exc)}") from None
-    try:
-        return Path(uri).read_bytes()
-    except OSError as exc:
-        raise BadInputError(f"cannot read report {uri}: {exc.strerror}") from None
-
-
 def load_report(uri: str, *, client: Any = None) -> RestoreReport:
-    return parse_report(read_bytes(uri, client=client), source=uri)
+    return parse_report(read_document(uri, client=client, what="report"), source=uri)
 
 
 # decisions (pure: a key's history in, what to do out) -------------------------------------------------

@@ -174,10 +174,20 @@ def data_files(plan: Plan) -> list[tuple[str, int | None, int | None]]:
 def verify_table(client: Any, table: str, options: ScanOptions | None = None, *, full_read: bool = False,
                  expect: dict[str, Any] | None = None, conn_id: str | None = None, max_workers: int = 16,
                  log: Callable[[str], None] | None = None) -> VerifyResult:
-    """Scan the table, then read every data file it needs; a problem is named with expected and actual."""
+    """Scan the table, then verify it (:func:`verify_plan`)."""
+    return verify_plan(client, scan(client, table, options, conn_id=conn_id), full_read=full_read, expect=expect,
+                       max_workers=max_workers, log=log, table=table)
+
+
+def verify_plan(client: Any, plan: Plan, *, full_read: bool = False, expect: dict[str, Any] | None = None,
+                max_workers: int = 16, log: Callable[[str], None] | None = None,
+                table: str | None = None) -> VerifyResult:
+    """Read every data file a scan's plan says the table needs; a problem is named with expected and actual.
+
+    Takes the plan (what the table needs, from its own metadata) rather than scanning: the stages flow one way.
+    """
     expect = dict(expect or {})
-    plan = scan(client, table, options, conn_id=conn_id)
-    result = VerifyResult(table=table, table_format=plan.table_format)
+    result = VerifyResult(table=table or plan.location.uri, table_format=plan.table_format)
     words = {"restore": "missing, restorable", "damaged": "damaged, restorable", "unrecoverable": "missing"}
     for item in plan.items:
         if item.status in words:

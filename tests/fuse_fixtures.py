@@ -22,25 +22,28 @@ FIXTURE_NAMES = ("fuse_basic", "fuse_column_oriented", "fuse_compacted", "fuse_i
                  "fuse_purged")
 
 
-def fixture_dir(name: str) -> Path:
+def fixture_dir(name: str | Path) -> Path:
+    """A fixture by name, or any fixture directory given as a path (the demo's --fixture)."""
+    if isinstance(name, Path):
+        return name
     if name not in FIXTURE_NAMES:
         raise ValueError(f"unknown Databend fixture {name!r}; known: {', '.join(FIXTURE_NAMES)}")
     return FIXTURES_DIR / name
 
 
 @cache
-def load_expect(name: str) -> dict[str, Any]:
+def load_expect(name: str | Path) -> dict[str, Any]:
     return json.loads((fixture_dir(name) / "expect.json").read_text())
 
 
 @cache
-def history(name: str) -> tuple[dict[str, Any], ...]:
+def history(name: str | Path) -> tuple[dict[str, Any], ...]:
     """The fixture's operations in replay order."""
     lines = (fixture_dir(name) / "history.jsonl").read_text().splitlines()
     return tuple(json.loads(line) for line in lines if line.strip())
 
 
-def blob(name: str, sha256: str) -> bytes:
+def blob(name: str | Path, sha256: str) -> bytes:
     return (fixture_dir(name) / "blobs" / sha256).read_bytes()
 
 
@@ -54,7 +57,7 @@ def latest_puts(name: str) -> dict[str, bytes]:
     return {op["key"]: blob(name, op["blob"]) for op in history(name) if op["op"] == "put"}
 
 
-def replay(s3: Any, bucket: str, name: str) -> None:
+def replay(s3: Any, bucket: str, name: str | Path) -> None:
     """Make ``bucket`` (versioning Enabled) hold the fixture: same keys, bytes, versions and delete markers."""
     for op in history(name):
         if op["op"] == "put":

@@ -31,7 +31,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
@@ -42,6 +42,7 @@ from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
+from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
 
 LOG_DIR = "_delta_log/"
 SIDECAR_DIR = "_sidecars/"
@@ -64,7 +65,6 @@ _S3_SCHEMES = ("s3", "s3a", "s3n")
 _Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
 _Z85_VALUE = {char: value for value, char in enumerate(_Z85)}
 
-T = TypeVar("T")
 
 
 # what the log says -----------------------------------------------------------------------------------
@@ -415,67 +415,6 @@ def detect(inventory: Inventory) -> bool:
     return False
 
 
-# reading the log -------------------------------------------------------------------------------------
-
-@dataclass
-class _Read:
-    """The outcome of reading one log object, newest version holding data first."""
-
-    value: Any = None
-    version_id: str | None = None
-    bad_versions: frozenset[str] = frozenset()
-    damaged_reason: str = ""
-    problem: str = ""  # why nothing decoded
-
-
-class _LogReader:
-    """Reads each log object once (cached) from its newest version that decodes, and counts the GETs."""
-
-    def __init__(self, inventory: Inventory, reader: VersionReader) -> None:
-        self.inventory = inventory
-        self.reader = reader
-        self.reads = 0
-        self._cache: dict[str, _Read] = {}
-
-    def read(self, key: str, decode: Callable[[str, bytes], Any]) -> _Read:
-        if key in self._cache:
-            return self._cache[key]
-        history = self.inventory.history(key)
-        if history is None or not history.data_versions:
-            why = "is not listed" if history is None else "has only delete markers left"
-            result = _Read(problem=f"{key!r} {why}: no version to read it from")
-        else:
-            result = _Read()
-            bad: dict[str, str] = {}
-            for entry in history.data_versions:
-                data = self.reader.read(key, entry.version_id)
-                self.reads += 1
-                try:
-                    result.value, result.version_id = decode(key, data), entry.version_id
-                    break
-                except MetadataError as exc:
-                    bad[entry.version_id] = str(exc)
-            result.bad_versions = frozenset(bad)
-            current = history.current
-            if not current.is_delete_marker and current.version_id in bad:
-                result.damaged_reason = f"the live version does not decode ({bad[current.version_id]})"
-            if result.value is None:
-                newest_error = next(iter(bad.values()))
-                result.problem = f"none of the {len(bad)} version(s) of {key!r} decodes (newest: {newest_error})"
-        self._cache[key] = result
-        return result
-
-    def read_newest_only(self, key: str, decode: Callable[[str, bytes], T]) -> T | None:
-        """The newest version holding data, or None when there is none (pointer files: an older version is
-        not a fallback, it names an older state)."""
-        history = self.inventory.history(key)
-        newest = history.newest_data if history is not None else None
-        if newest is None:
-            return None
-        self.reads += 1
-        return decode(key, self.reader.read(key, newest.version_id))
-
-
 # the layout ------------------------------------------------------------------------------------------
 
 class DeltaLayout:
@@ -502,8 +441,8 @@ class DeltaLayout:
     def needed(self, inventory: Inventory, reader: VersionReader) -> LayoutResult:
         found = find_tables(inventory)
         tables = self._select(found, inventory)
-        scan = _Scan(inventory, _LogReader(inventory, reader), include_history=self.include_history,
-                     rollback_keys=self.rollback_keys)
+        scan = _Scan(inventory, MetadataReader(inventory, reader, what="a Delta log object"),
+                     include_history=self.include_history, rollback_keys=self.rollback_keys)
         summaries = [scan.table(table) for table in tables]
         info: dict[str, Any] = {
             "tables_found": [table.root for table in found],
@@ -575,7 +514,7 @@ class _Paths:
 class _Scan:
     """Walks each table's log and collects the needed keys (deduplicated, first one wins)."""
 
-    def __init__(self, inventory: Inventory, log: _LogReader, *, include_history: bool,
+    def __init__(self, inventory: Inventory, log: MetadataReader, *, include_history: bool,
                  rollback_keys: frozenset[str]) -> None:
         self.inventory = inventory
         self.log = log
@@ -588,7 +527,7 @@ class _Scan:
     def _need(self, obj: NeededObject) -> None:
         self.needed.setdefault(obj.key, obj)
 
-    def _need_log(self, key: str, kind: str, read: _Read, *, expected_size: int | None = None) -> None:
+    def _need_log(self, key: str, kind: str, read: MetadataRead, *, expected_size: int | None = None) -> None:
         self._need(NeededObject(key, kind=kind, expected_size=expected_size, bad_versions=read.bad_versions,
                                 damaged_reason=read.damaged_reason))
 
@@ -610,7 +549,7 @@ class _Scan:
         start = checkpoint.version + 1 if checkpoint is not None else 0
         for commit_version in range(start, version + 1):
             key = table.commit_key(commit_version)
-            read = self.log.read(key, decode_actions_json)
+            read = self.log.read_newest(key, decode_actions_json)
             self._need_log(key, "log", read)
             if read.value is None:
                 self.warnings.append(f"commit {commit_version} of {table.root!r} cannot be read ({read.problem}); "
@@ -622,7 +561,7 @@ class _Scan:
         for checksum_version, key in sorted(table.checksums.items()):
             # Version checksums are optional (readers work without them): restored when a good version is left.
             if checksum_version >= first_current and self._has_data(key):
-                read = self.log.read(key, decode_history_object)
+                read = self.log.read_newest(key, decode_history_object)
                 if read.value is not None:
                     self._need_log(key, "log", read)
                 else:
@@ -654,7 +593,7 @@ class _Scan:
         if table.last_checkpoint is None:
             return None
         try:
-            return self.log.read_newest_only(table.last_checkpoint, decode_last_checkpoint)
+            return self.log.newest_only(table.last_checkpoint, decode_last_checkpoint)
         except MetadataError as exc:
             self.warnings.append(f"_last_checkpoint unusable, ignored (the checkpoint is found by listing): {exc}")
             return None
@@ -679,7 +618,7 @@ class _Scan:
         for candidate in self._candidates(table, last):
             if not all(self._has_data(key) for key in candidate.keys):
                 continue  # deleted for good (metadata cleanup, lifecycle): not a candidate, not reported
-            reads = [self.log.read(key, decode_checkpoint) for key in candidate.keys]
+            reads = [self.log.read_newest(key, decode_checkpoint) for key in candidate.keys]
             unreadable = [(key, read) for key, read in zip(candidate.keys, reads, strict=True) if read.value is None]
             if unreadable:
                 self._unusable_checkpoint(table, candidate, unreadable)
@@ -696,7 +635,7 @@ class _Scan:
         return None, "none"
 
     def _unusable_checkpoint(self, table: DeltaTableFiles, candidate: CheckpointFiles,
-                             unreadable: list[tuple[str, _Read]]) -> None:
+                             unreadable: list[tuple[str, MetadataRead]]) -> None:
         problems = "; ".join(read.problem for _, read in unreadable)
         self.warnings.append(f"checkpoint {candidate.version} of {table.root!r} is unusable ({problems}); an older "
                              "checkpoint is used")
@@ -715,7 +654,7 @@ class _Scan:
             key = paths.key(path, checkpoint_key, "sidecar")
         else:
             key = paths.key(LOG_DIR + SIDECAR_DIR + path, checkpoint_key, "sidecar")
-        read = self.log.read(key, decode_checkpoint_parquet)
+        read = self.log.read_newest(key, decode_checkpoint_parquet)
         self._need_log(key, "checkpoint", read, expected_size=size)
         if read.value is None:
             self.warnings.append(f"sidecar of {checkpoint_key!r} cannot be read ({read.problem}); the live files "
@@ -765,7 +704,7 @@ class _Scan:
                 continue
             if not self._has_data(key):
                 continue  # deleted for good (metadata cleanup, lifecycle): that history is gone
-            read = self.log.read(key, decode_history_object)
+            read = self.log.read_newest(key, decode_history_object)
             if read.value is None:
                 self.warnings.append(f"history log object left alone: {read.problem}")
                 continue
@@ -778,7 +717,7 @@ class _Scan:
         if key is None:
             return
         if key in self.rollback_keys or key[len(table.root):] in self.rollback_keys:
-            self._need_log(key, "log", self.log.read(key, decode_last_checkpoint))
+            self._need_log(key, "log", self.log.read_newest(key, decode_last_checkpoint))
         elif self._is_deleted(key):
             self.skipped.append(SkippedKey(key, POINTER_REASON, kind="log"))
 

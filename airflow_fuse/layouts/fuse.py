@@ -18,10 +18,9 @@ not make a restore touch another table's keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
@@ -43,8 +42,8 @@ from airflow_fuse.layouts.fuse_format import (
     snapshot_id_from_name,
     uuid_version,
 )
-from airflow_fuse.limits import metadata_cap, over_cap_advice
-from airflow_fuse.listing import VersionEntry
+from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
+from airflow_fuse.limits import metadata_cap
 
 HINT_V2 = "last_snapshot_location_hint_v2"
 HINT_LEGACY = "last_snapshot_location_hint"
@@ -54,7 +53,6 @@ POINTER_REASON = ("deleted pointer file, left deleted: Databend rewrites it afte
                   "old version could point the table at an older snapshot; Databend reads the current snapshot's "
                   "location from its meta service, not from this file")
 
-T = TypeVar("T")
 
 
 # finding tables -------------------------------------------------------------------------------------
@@ -115,75 +113,6 @@ def detect(inventory: Inventory) -> bool:
     return any(_table_root_of(key) is not None for key in inventory.keys())
 
 
-# reading metadata -----------------------------------------------------------------------------------
-
-@dataclass
-class _Read:
-    """The outcome of reading one metadata key, newest version first."""
-
-    value: Any = None  # the decoded metadata; None when no version decoded
-    version_id: str | None = None  # the version it was decoded from
-    bad_versions: frozenset[str] = frozenset()
-    damaged_reason: str = ""
-    problem: str = ""  # why nothing decoded
-
-
-class _MetadataReader:
-    """Reads each metadata key once (cached), from its newest decodable version, and counts the GETs.
-
-    Every version is held to ``cap`` bytes: its listed size before it is read, and what it decompresses to."""
-
-    def __init__(self, inventory: Inventory, reader: VersionReader, *, cap: int) -> None:
-        self.inventory = inventory
-        self.reader = reader
-        self.cap = cap
-        self.reads = 0
-        self._cache: dict[str, _Read] = {}
-
-    def _get(self, key: str, entry: VersionEntry) -> bytes:
-        # The listing knows each version's size: one over the cap is never fetched.
-        if entry.size > self.cap:
-            raise MetadataError(f"cannot read Fuse metadata {key!r}: version {entry.version_id} is listed at "
-                                f"{entry.size:,} bytes, over the cap, so it was not read; "
-                                f"{over_cap_advice(self.cap)}")
-        self.reads += 1
-        return self.reader.read(key, entry.version_id)
-
-    def read_newest(self, key: str, decode: Callable[..., T]) -> _Read:
-        """Newest version holding data; if it does not decode, older versions, newest first."""
-        if key in self._cache:
-            return self._cache[key]
-        history = self.inventory.history(key)
-        if history is None or not history.data_versions:
-            why = "is not listed" if history is None else "has only delete markers left"
-            result = _Read(problem=f"{key!r} {why}: no version to read it from")
-            self._cache[key] = result
-            return result
-        bad: dict[str, str] = {}
-        result = _Read()
-        for entry in history.data_versions:
-            try:
-                result.value = decode(key, self._get(key, entry), max_bytes=self.cap)
-                result.version_id = entry.version_id
-                break
-            except UnsupportedFormatError:
-                raise  # a format we do not read is not damage: stop and say so
-            except MetadataError as exc:
-                bad[entry.version_id] = str(exc)
-        result.bad_versions = frozenset(bad)
-        current = history.current
-        if not current.is_delete_marker and current.version_id in bad:
-            result.damaged_reason = f"the live version does not decode as Fuse metadata ({bad[current.version_id]})"
-        if result.value is None:
-            newest_error = next(iter(bad.values()))
-            result.problem = f"none of the {len(bad)} version(s) of {key!r} decodes (newest: {newest_error})"
-        self._cache[key] = result
-        return result
-
-    def read_version(self, key: str, entry: VersionEntry, decode: Callable[..., T]) -> T:
-        return decode(key, self._get(key, entry), max_bytes=self.cap)
-
-
 # the layout -----------------------------------------------------------------------------------------
 
 class FuseLayout:
@@ -207,7 +136,10 @@ class FuseLayout:
     def needed(self, inventory: Inventory, reader: VersionReader) -> LayoutResult:
         found = find_tables(inventory)
         tables = self._select(found, inventory)
-        scan = _TableScan(inventory, _MetadataReader(inventory, reader, cap=metadata_cap()))
+        cap = metadata_cap()
+        scan = _TableScan(inventory, MetadataReader(inventory, reader, what="Fuse metadata", cap=cap,
+                                                    stop_on=(UnsupportedFormatError,),
+                                                    decode_kwargs={"max_bytes": cap}))
         summaries = [scan.table(table, snapshot_location=self.snapshot_location,
                                 include_history=self.include_history) for table in tables]
         info: dict[str, Any] = {
@@ -287,7 +219,7 @@ def _resolve(table: FuseTable, location: str, source: str, what: str) -> str:
 class _TableScan:
     """Walks one or more tables' metadata and collects the needed keys (deduplicated, first one wins)."""
 
-    def __init__(self, inventory: Inventory, metadata: _MetadataReader) -> None:
+    def __init__(self, inventory: Inventory, metadata: MetadataReader) -> None:
         self.inventory = inventory
         self.metadata = metadata
         self.needed: dict[str, NeededObject] = {}
@@ -300,7 +232,7 @@ class _TableScan:
     def _need(self, obj: NeededObject) -> None:
         self.needed.setdefault(obj.key, obj)
 
-    def _need_metadata(self, key: str, kind: str, read: _Read) -> None:
+    def _need_metadata(self, key: str, kind: str, read: MetadataRead) -> None:
         if key in self.needed:
             return
         self._need(NeededObject(key, kind=kind, bad_versions=read.bad_versions, damaged_reason=read.damaged_reason))
@@ -357,7 +289,7 @@ class _TableScan:
             if key is None or newest is None:
                 continue
             try:
-                return self.metadata.read_version(key, newest, decode_hint)
+                return self.metadata.decode(key, newest, decode_hint)
             except MetadataError as exc:
                 self.warnings.append(f"hint file unusable, ignored: {exc}")
         return None

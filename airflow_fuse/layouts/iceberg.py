@@ -30,23 +30,21 @@ import gzip
 import io
 import json
 import re
-import threading
 import zlib
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
+from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
 
 METADATA_DIR = "metadata"
 HINT_NAME = "version-hint.text"
 SCHEMES = ("s3://", "s3a://", "s3n://")
 SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)
-READ_WORKERS = 8  # parallel GETs of manifest lists and manifests
 # 00042-<uuid>.metadata.json (catalogs), v42.metadata.json (Hadoop tables); ".gz" before ".metadata.json"
 # when compressed.
 _METADATA_NAME = re.compile(r"^(?:v(\d+)|(\d+)-[^/]*?)(?:\.gz)?\.metadata\.json$")
@@ -58,7 +56,6 @@ HINT_REASON = ("deleted pointer file, left deleted: version-hint.text is rewritt
 HISTORY_REASON = ("older table metadata (metadata-log), left deleted: the current metadata does not need it; pass "
                   "include_history=True to restore it")
 
-T = TypeVar("T")
 
 
 class UnsupportedIcebergError(MetadataError):
@@ -250,80 +247,6 @@ def decode_manifest(key: str, data: bytes) -> list[ContentFile]:
     return out
 
 
-# reading metadata -----------------------------------------------------------------------------------
-
-@dataclass
-class _Read:
-    """The outcome of reading one metadata key, newest good version first."""
-
-    value: Any = None  # the decoded metadata; None when no version decoded
-    version_id: str | None = None
-    bad_versions: frozenset[str] = frozenset()
-    damaged_reason: str = ""
-    problem: str = ""  # why nothing decoded
-
-
-class _MetadataReader:
-    """Reads each metadata key once (cached), from its newest version that decodes, and counts the GETs."""
-
-    def __init__(self, inventory: Inventory, reader: VersionReader) -> None:
-        self.inventory = inventory
-        self.reader = reader
-        self.reads = 0
-        self._cache: dict[str, _Read] = {}
-        self._lock = threading.Lock()
-
-    def count_read(self) -> None:
-        with self._lock:
-            self.reads += 1
-
-    def read_newest(self, key: str, decode: Callable[[str, bytes], T], expected_size: int | None = None) -> _Read:
-        """Newest version holding data (of ``expected_size`` bytes when known); if it does not decode, older
-        ones, newest first."""
-        if key in self._cache:
-            return self._cache[key]
-        result = _Read()
-        history = self.inventory.history(key)
-        if history is None or not history.data_versions:
-            why = "is not listed" if history is None else "has only delete markers left"
-            result.problem = f"{key!r} {why}: no version to read it from"
-            self._cache[key] = result
-            return result
-        versions = [v for v in history.data_versions if expected_size is None or v.size == expected_size]
-        bad: dict[str, str] = {}
-        for entry in versions:
-            data = self.reader.read(key, entry.version_id)
-            self.count_read()
-            try:
-                result.value, result.version_id = decode(key, data), entry.version_id
-                break
-            except UnsupportedIcebergError:
-                raise  # a format we do not read is not damage: stop and say so
-            except MetadataError as exc:
-                bad[entry.version_id] = str(exc)
-        result.bad_versions = frozenset(bad)
-        current = history.current
-        if not current.is_delete_marker and current.version_id in bad:
-            result.damaged_reason = f"the live version does not decode ({bad[current.version_id]})"
-        if result.value is None:
-            if bad:
-                result.problem = (f"none of the {len(bad)} version(s) of {key!r} decodes "
-                                  f"(newest: {next(iter(bad.values()))})")
-            else:
-                sizes = sorted({v.size for v in history.data_versions})
-                result.problem = (f"no version of {key!r} has the size its manifest list records ({expected_size} "
-                                  f"bytes; versions have {sizes})")
-        self._cache[key] = result
-        return result
-
-    def read_many(self, requests: list[tuple[str, Callable[[str, bytes], Any], int | None]]) -> list[_Read]:
-        """``read_newest`` for distinct keys, several at a time (a table has many manifests)."""
-        if len(requests) <= 1:
-            return [self.read_newest(*request) for request in requests]
-        with ThreadPoolExecutor(max_workers=READ_WORKERS) as pool:
-            return list(pool.map(lambda request: self.read_newest(*request), requests))
-
-
 # the layout -----------------------------------------------------------------------------------------
 
 class IcebergLayout:
@@ -350,7 +273,7 @@ class IcebergLayout:
     def needed(self, inventory: Inventory, reader: VersionReader) -> LayoutResult:
         found = find_tables(inventory)
         where = f"s3://{inventory.bucket}/{inventory.prefix}"
-        metadata = _MetadataReader(inventory, reader)
+        metadata = MetadataReader(inventory, reader, what="Iceberg metadata", stop_on=(UnsupportedIcebergError,))
         scan = _TableScan(inventory, metadata, current_snapshot_only=self.current_snapshot_only,
                           include_history=self.include_history, rollback_keys=self.rollback_keys)
         if self.metadata_location:
@@ -412,7 +335,7 @@ class IcebergLayout:
 class _TableScan:
     """Walks one or more tables' metadata and collects the needed keys (deduplicated, first one wins)."""
 
-    def __init__(self, inventory: Inventory, metadata: _MetadataReader, *, current_snapshot_only: bool,
+    def __init__(self, inventory: Inventory, metadata: MetadataReader, *, current_snapshot_only: bool,
                  include_history: bool, rollback_keys: frozenset[str]) -> None:
         self.inventory = inventory
         self.metadata = metadata
@@ -428,7 +351,7 @@ class _TableScan:
     def _need(self, obj: NeededObject) -> None:
         self.needed.setdefault(obj.key, obj)
 
-    def _need_metadata(self, key: str, kind: str, read: _Read, expected_size: int | None = None) -> None:
+    def _need_metadata(self, key: str, kind: str, read: MetadataRead, expected_size: int | None = None) -> None:
         if key in self.needed:
             return
         self._need(NeededObject(key, kind=kind, expected_size=expected_size, bad_versions=read.bad_versions,
@@ -463,8 +386,11 @@ class _TableScan:
         newest = history.newest_data if history is not None else None
         if newest is None:
             return None
-        raw = self.metadata.reader.read(table.hint_key, newest.version_id)
-        self.metadata.count_read()
+        try:
+            raw = self.metadata.fetch(table.hint_key, newest)
+        except MetadataError as exc:
+            self.warnings.append(f"{table.hint_key!r} ignored: {exc}")
+            return None
         text = raw.decode("utf-8", errors="replace").strip()
         if not text or "/" in text or text in (".", ".."):
             self.warnings.append(f"{table.hint_key!r} holds {text[:80]!r}, not a metadata version: ignored")

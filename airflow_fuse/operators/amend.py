@@ -12,8 +12,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow_fuse.engine import AmendOptions, amend
 from airflow_fuse.errors import EXIT_UNRECOVERABLE, FuseError
 from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
-from airflow_fuse.operators._progress import LogProgress
 from airflow_fuse.operators.scan import FuseScanOperator, fail_with
+from airflow_fuse.progress import LogProgress
 from airflow_fuse.restore import MULTIPART_THRESHOLD
 
 

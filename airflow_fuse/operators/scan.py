@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_fuse.engine import ScanOptions, scan_report
 from airflow_fuse.errors import EXIT_OK, BadInputError, FuseError, PreconditionError
 from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
-from airflow_fuse.operators._progress import LogProgress
+from airflow_fuse.progress import LogProgress
 
 
 def fail_with(exc: FuseError) -> Exception:
@@ -37,7 +37,10 @@ class FuseScanOperator(BaseOperator):
     :param rollback_keys: With ``as_of``, keys to roll back even if they are pointer files (hint files).
     :param table_prefix: Fuse: only this table (``<db_id>/<table_id>``) under the location.
     :param snapshot_location: Fuse: the current snapshot as ``SHOW CREATE TABLE`` prints it.
-    :param include_history: Fuse: also restore the chain of previous snapshots.
+    :param include_history: Fuse: also restore the chain of previous snapshots (Delta: the older log; Iceberg:
+        the metadata-log files).
+    :param layout_options: Options of the table format (``airflow_fuse.formats``), e.g. Iceberg's
+        ``{"metadata_location": "s3://…/00003-….metadata.json", "current_snapshot_only": true}``.
     :param plan_uri: Save the plan here (``.json`` or ``.parquet``; local path or ``s3://``), outside the table.
     :param fail_on_unrecoverable: Fail the task when objects the table needs cannot be recovered.
     :param fail_on_missing: Fail the task when objects are missing or damaged (a monitoring scan that alerts;
@@ -46,6 +49,7 @@ class FuseScanOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("table", "table_format", "as_of", "deleted_since", "deleted_before",
+                                      "layout_options",
                                       "table_prefix", "snapshot_location", "plan_uri", "aws_conn_id")
     ui_color = "#e0ecf8"
 
@@ -62,6 +66,7 @@ class FuseScanOperator(BaseOperator):
         table_prefix: str | None = None,
         snapshot_location: str | None = None,
         include_history: bool = False,
+        layout_options: dict[str, Any] | None = None,
         plan_uri: str | None = None,
         fail_on_unrecoverable: bool = False,
         fail_on_missing: bool = False,
@@ -79,6 +84,7 @@ class FuseScanOperator(BaseOperator):
         self.table_prefix = table_prefix
         self.snapshot_location = snapshot_location
         self.include_history = include_history
+        self.layout_options = dict(layout_options or {})
         self.plan_uri = plan_uri
         self.fail_on_unrecoverable = fail_on_unrecoverable
         self.fail_on_missing = fail_on_missing
@@ -91,6 +97,7 @@ class FuseScanOperator(BaseOperator):
             rollback_overwrites=self.rollback_overwrites, rollback_keys=self.rollback_keys,
             table_prefix=self.table_prefix or None,
             snapshot_location=self.snapshot_location or None, include_history=self.include_history,
+            layout_options=self.layout_options,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:

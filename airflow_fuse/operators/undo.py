@@ -10,8 +10,8 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_fuse.errors import FuseError
 from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
-from airflow_fuse.operators._progress import LogProgress
 from airflow_fuse.operators.scan import fail_with
+from airflow_fuse.progress import LogProgress
 from airflow_fuse.undo import undo
 
 
