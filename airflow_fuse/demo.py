@@ -62,6 +62,9 @@ def _run(server: Any, fixture: Path, started: float) -> int:
     from airflow_fuse.verify import verify_table
 
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = server.connection_json()
+    # the run book's Variables: the connections its form offers, and where it keeps plans and reports
+    os.environ["AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS"] = json.dumps([CONN_ID])
+    os.environ["AIRFLOW_VAR_AIRFLOW_FUSE_OPS_LOCATION"] = f"file://{Path(os.environ['AIRFLOW_HOME']) / 'ops'}/"
     client = server.client()
     bucket = "lake"
     client.create_bucket(Bucket=bucket)
@@ -104,8 +107,8 @@ def _run(server: Any, fixture: Path, started: float) -> int:
         f"copy, {scan['bytes_to_restore']} bytes), {scan['unrecoverable']} unrecoverable; "
         f"{scan['requests_total']} S3 requests")
 
-    step(5, "Running it again with dry_run = false: restore, then verify")
-    run = dag.test(run_conf={**conf, "dry_run": False})
+    step(5, "Running it again with dry_run = false (no approval step in a demo): restore, then verify")
+    run = dag.test(run_conf={**conf, "dry_run": False, "require_approval": False})
     amend, verify = _xcom(run, "amend"), _xcom(run, "verify")
     say(f"   run {run.state}: {_states(run)}")
     if amend:
@@ -182,7 +185,7 @@ def _xcom(run: Any, task_id: str) -> dict[str, Any]:
 
 
 def _states(run: Any) -> str:
-    order = ["versioning", "scan", "dry_run_gate", "amend", "verify"]
+    order = ["versioning", "scan", "route", "approval", "amend", "verify"]
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     return ", ".join(f"{t} {states.get(t)}" for t in order)
 

@@ -5,93 +5,313 @@ Bring back a table whose objects were deleted from a **versioned** S3 bucket: th
 Databend's `CALL SYSTEM$FUSE_AMEND('db', 't')`, for Databend Fuse tables and for any table that is
 "every object under a prefix" (Parquet datasets, Hive layouts).
 
-**Trigger it from the UI** (*Trigger DAG* → fill in the form). The first run should be a **dry run**
-(the default): it checks versioning, scans the table and shows in the `scan` task's log what is
-missing, what is damaged, which older version brings each back, and what cannot be recovered.
-Nothing is written. Run again with *dry run* off to restore, then verify.
+**One run, one reviewed plan.** Trigger it from the UI (*Trigger* → fill in the form):
 
 1. `versioning` — the bucket's versioning must be *Enabled*; if it was never enabled, nothing can be
    recovered and the run fails at once saying so.
 2. `scan` — one listing of the table's versions; for Databend, the current snapshot → segments →
-   blocks and index files. Writes nothing.
-3. `dry_run_gate` — stops here in a dry run.
-4. `amend` — removes the delete markers over the right versions (or copies a version back where
-   needed); never deletes a version that holds data; safe to run twice.
-5. `verify` — reads every data file's Parquet footer: row counts must match the metadata (and
-   `expect_row_count` when given).
+   blocks and index files. Writes nothing to the table. The plan (every key, the version that brings it
+   back, the delete markers to remove) is saved to the **operations location**:
+   `<ops_location>/fuse_failsafe_runbook/<run_id>/plan.parquet` — never inside the table.
+3. `route` — a **dry run** stops here, its log ending `DRY RUN: nothing written; N objects would be
+   restored`. Otherwise, with *require approval* (the default), the run goes on to `approval`; without
+   it (automation), straight to `amend`.
+4. `approval` — the on-call reads the plan's summary (counts per action, bytes, unrecoverable keys and
+   why, the first keys of each kind, the plan's location and digest) under *Required actions* and
+   chooses **Approve** or **Reject**. Reject, or no answer within 12 hours, ends the run with nothing
+   written, and the `approval` log says so.
+5. `amend` — applies **that plan** (pinned by its digest: a plan changed since the review is refused): each key is
+   re-checked against a fresh listing first, and a key written or deleted since the scan is left alone.
+   Removes delete markers over the right versions (or copies a version back where needed); never
+   deletes a version that holds data; safe to run twice. The per-key report (the undo manifest, for
+   `airflow-fuse undo --report`) is saved beside the plan: `…/<run_id>/report.parquet`.
+6. `verify` — reads every data file's Parquet footer: row counts must match the metadata (and
+   *expected row count* when given).
+
+Set up once: the Airflow Variable `airflow_fuse_ops_location` (e.g. `s3://ops-bucket/airflow-fuse/` or
+`file:///var/lib/airflow-fuse/`; an `s3://` location is written with the run's AWS connection) and
+`airflow_fuse_aws_conn_ids`, the JSON list of AWS connections the form offers (default `["aws_default"]`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import logging
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import DAG, Param, Variable, task
+from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_fuse import formats
 from airflow_fuse.operators.amend import FuseAmendOperator
 from airflow_fuse.operators.scan import FuseScanOperator
 from airflow_fuse.operators.verify import FuseVerifyOperator
+from airflow_fuse.report import human_bytes
 from airflow_fuse.sensors.versioning import VersioningSensor
 
+log = logging.getLogger(__name__)
+
+DAG_ID = "fuse_failsafe_runbook"
+OPS_VARIABLE = "airflow_fuse_ops_location"
+CONN_IDS_VARIABLE = "airflow_fuse_aws_conn_ids"
+APPROVAL_TIMEOUT = timedelta(hours=12)
+FIRST_KEYS = 5  # keys of each kind shown in the approval
+TABLE_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+"
+OPS_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.+)$"
+
+
+def _variable(name: str, *, deserialize_json: bool = False) -> Any:
+    """An Airflow Variable read while the file is parsed; ``None`` when unset or unreadable (the DAG still loads)."""
+    try:
+        return Variable.get(name, default=None, deserialize_json=deserialize_json)
+    except Exception as exc:  # a metadata DB or secrets backend not reachable at parse time
+        log.warning("Variable %s could not be read (%s); using the default", name, type(exc).__name__)
+        return None
+
+
+def _allowed_conn_ids() -> list[str]:
+    ids = _variable(CONN_IDS_VARIABLE, deserialize_json=True)
+    if isinstance(ids, list) and ids and all(isinstance(i, str) and i for i in ids):
+        return list(dict.fromkeys(ids))
+    if ids is not None:
+        log.warning("Variable %s must be a non-empty JSON list of connection ids; using [\"aws_default\"]",
+                    CONN_IDS_VARIABLE)
+    return ["aws_default"]
+
+
+def run_dir(ops_location: str, dag_id: str, run_id: str) -> str:
+    """Where this run keeps its plan and report: ``<ops_location>/<dag_id>/<run_id>`` (``file://`` → a path)."""
+    base = ops_location.strip().rstrip("/")
+    if base.startswith("file://"):
+        base = base[len("file://"):]
+    return f"{base}/{dag_id}/{run_id}"
+
+
+CONN_IDS = _allowed_conn_ids()
+_ops_default = _variable(OPS_VARIABLE)
+OPS_DEFAULT = _ops_default if isinstance(_ops_default, str) and re.fullmatch(OPS_PATTERN, _ops_default) else None
+
 BUCKET = "{{ params.table.split('/')[2] }}"
+RUN_DIR = "{{ run_dir(params.ops_location, dag.dag_id, run_id) }}"
 # Rendered as strings (a bucket or connection id made of digits must stay a string); an empty optional
-# param renders as "" and the operators treat "" as not given.
+# param renders as "" and the operators treat "" as not given. Booleans and numbers: _typed_params.
 SCAN_ARGS = {
     "table": "{{ params.table }}",
     "table_format": "{{ params.table_format }}",
     "snapshot_location": "{{ params.snapshot_location or '' }}",
     "as_of": "{{ params.as_of or '' }}",
     "deleted_since": "{{ params.deleted_since or '' }}",
+    "deleted_before": "{{ params.deleted_before or '' }}",
     "aws_conn_id": "{{ params.aws_conn_id }}",
 }
 
+
+def _typed_params(context: Any) -> None:
+    """Give the task the form's booleans and numbers as they are (a rendered template is always a string)."""
+    task_, params = context["task"], context["params"]
+    task_.include_history = bool(params.get("include_history"))
+    if isinstance(task_, FuseVerifyOperator):
+        expected = params.get("expect_row_count")
+        task_.expect = {} if expected is None else {"row_count": int(expected)}
+
+
+# the approval ------------------------------------------------------------------------------------
+
+def _keys(items: list[Any], *, with_reason: bool = False) -> list[str]:
+    lines = []
+    for item in items[:FIRST_KEYS]:
+        detail = f": {item.reason}" if with_reason and item.reason else \
+            (f" ← version `{item.version_id}` ({human_bytes(item.size)})" if item.version_id else "")
+        lines.append(f"- `{item.key}`{detail}")
+    if len(items) > FIRST_KEYS:
+        lines.append(f"- … and {len(items) - FIRST_KEYS} more (in the plan)")
+    return lines
+
+
+def plan_markdown(summary: dict[str, Any], items: list[Any] | None) -> str:
+    """The approval's body: what the plan will do, from the scan's summary and the saved plan's rows."""
+    digest = summary.get("plan_digest") or summary.get("digest")
+    lines = [f"**Table** `{summary['table']}` ({summary['table_format']}), listed at {summary.get('listed_at')}: "
+             f"{summary['keys_listed']} keys, {summary['versions_listed']} versions and delete markers.", ""]
+    if items is None:
+        lines += [f"- to restore: **{summary['restore']}**, damaged: **{summary['damaged']}**, "
+                  f"unrecoverable: **{summary['unrecoverable']}** ({human_bytes(summary['bytes_to_restore'])})", ""]
+        groups: list[tuple[str, list[Any], bool]] = []
+    else:
+        undelete = [i for i in items if i.status == "restore" and i.action == "undelete"]
+        copy = [i for i in items if i.status == "restore" and i.action == "copy"]
+        damaged = [i for i in items if i.status == "damaged"]
+        lost = [i for i in items if i.status == "unrecoverable"]
+        present = sum(1 for i in items if i.status == "present")
+        lines += ["| action | objects | bytes |", "|---|---:|---:|",
+                  f"| undelete (remove the delete markers above a version) | {len(undelete)} | "
+                  f"{human_bytes(sum(i.size for i in undelete))} |",
+                  f"| copy an older version back | {len(copy)} | {human_bytes(sum(i.size for i in copy))} |",
+                  f"| damaged: replace with an older version | {len(damaged)} | "
+                  f"{human_bytes(sum(i.size for i in damaged))} |",
+                  f"| **unrecoverable** (no version to bring back) | {len(lost)} | – |",
+                  f"| present, left alone | {present} | – |",
+                  f"| **total written** | {len(undelete) + len(copy) + len(damaged)} | "
+                  f"{human_bytes(summary['bytes_to_restore'])} |", ""]
+        groups = [("Unrecoverable (the run will fail listing them after restoring the rest)", lost, True),
+                  ("To undelete", undelete, False), ("To copy back", copy, False), ("Damaged", damaged, True)]
+    for title, group, with_reason in groups:
+        if group:
+            lines += [f"**{title}** — {len(group)}:", *_keys(group, with_reason=with_reason), ""]
+    lines += [f"**Plan** `{summary.get('plan')}`", "",
+              f"**Plan digest** `{digest}`" if digest else "**Plan digest** not reported by this version", "",
+              "**Approve** applies exactly this plan: each key is re-checked against a fresh listing first and a key "
+              "changed since the scan is left alone; no version holding data is deleted. **Reject** ends the run "
+              "with nothing written."]
+    return "\n".join(lines)
+
+
+class PlanApprovalOperator(ApprovalOperator):
+    """Ask the on-call to approve the scan's saved plan; its summary (from the scan's XCom and the plan) is the body.
+
+    Reject: the restore is skipped and the log says nothing was written. No answer in time: the task fails
+    saying so (nothing written).
+    """
+
+    template_fields = (*ApprovalOperator.template_fields, "aws_conn_id")
+
+    def __init__(self, *, scan_task_id: str, aws_conn_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scan_task_id = scan_task_id
+        self.aws_conn_id = aws_conn_id
+
+    def _plan_items(self, location: str | None) -> list[Any] | None:
+        if not location:
+            return None
+        from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
+        from airflow_fuse.plan import load_plan
+
+        client = VersionedS3Hook(aws_conn_id=self.aws_conn_id).get_conn() if location.startswith("s3://") else None
+        return load_plan(location, client=client).items
+
+    def execute(self, context: Any) -> Any:
+        summary = context["ti"].xcom_pull(task_ids=self.scan_task_id)
+        actionable = summary["restore"] + summary["damaged"]
+        self.subject = (f"Restore {actionable} objects ({human_bytes(summary['bytes_to_restore'])}) "
+                        f"of {summary['table']}?")
+        self.body = plan_markdown(summary, self._plan_items(summary.get("plan")))
+        self.log.info("Asking for approval of the plan %s:\n%s", summary.get("plan"), self.body)
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        user = (event.get("responded_by_user") or {}).get("name") or "(no one: the default on timeout)"
+        if "error" not in event and event.get("chosen_options") == [self.REJECT]:
+            # said first: on Reject the base class ends this task by skipping the restore
+            self.log.warning("REJECTED by %s: nothing written; the plan was not applied", user)
+        result = super().execute_complete(context, event)
+        if result["chosen_options"] == [self.APPROVE]:
+            self.log.info("APPROVED by %s: the plan will be applied", user)
+        return result
+
+    def process_trigger_event_error(self, event: dict[str, Any]) -> None:
+        if event.get("error_type") == "timeout":
+            raise AirflowFailException(
+                f"No answer to the approval within {self.response_timeout}: nothing written; the plan was not "
+                "applied. Trigger the run book again to scan and review a fresh plan")
+        super().process_trigger_event_error(event)
+
+
+# the DAG -----------------------------------------------------------------------------------------
+
+_ops_param: dict[str, Any] = {"default": OPS_DEFAULT} if OPS_DEFAULT else {}
+
 with DAG(
-    dag_id="fuse_failsafe_runbook",
-    description="Restore a table's deleted objects from older versions in a versioned S3 bucket",
+    dag_id=DAG_ID,
+    dag_display_name="Fuse fail-safe: restore a table",
+    description="Restore a table's deleted objects from older versions in a versioned S3 bucket, after approval",
     doc_md=__doc__,
     schedule=None,
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
     tags=["fuse", "fail-safe", "s3"],
+    user_defined_macros={"run_dir": run_dir},
     params={
-        "table": Param("s3://my-bucket/path/to/table/", type="string", pattern=r"^s3://[a-z0-9][a-z0-9.\-]+/.+",
-                       title="Table location",
-                       description="s3://bucket/prefix/ — for Databend, the location given to CREATE TABLE "
-                                   "(or the table root …/<db_id>/<table_id>/)."),
-        "table_format": Param("auto", enum=["auto", "fuse", "prefix"], title="Table format",
-                              description="auto detects Databend Fuse tables; prefix = every object under "
-                                          "the location."),
-        "snapshot_location": Param(None, type=["null", "string"], title="Snapshot location (optional)",
-                                   description="Databend only: SNAPSHOT_LOCATION from SHOW CREATE TABLE. "
-                                               "Default: the table's hint file."),
-        "strategy": Param("auto", enum=["auto", "undelete", "copy"], title="Restore strategy",
-                          description="auto: remove delete markers, copy only where needed. copy: write each "
-                                      "version back as a new version."),
+        "table": Param(type="string", pattern=TABLE_PATTERN, title="Table location",
+                       description="Where the table's objects are: s3://<bucket>/<prefix>/ (a lower-case bucket "
+                                   "name, then the prefix). For Databend, the location given to CREATE TABLE, or "
+                                   "the table root …/<db_id>/<table_id>/."),
         "dry_run": Param(True, type="boolean", title="Dry run",
-                         description="Scan and show the plan only; nothing is written. Untick to restore."),
-        "as_of": Param(None, type=["null", "string"], title="As of (prefix tables, optional)",
-                       description="Bring keys back to the versions current at this time, e.g. "
-                                   "2026-11-24T10:00:00Z."),
-        "deleted_since": Param(None, type=["null", "string"], title="Deleted since (prefix tables, optional)",
-                               description="Only deletions at or after this time count (the incident)."),
-        "expect_row_count": Param(None, type=["null", "integer"], title="Expected row count (optional)",
+                         description="On: scan and save the plan only; nothing is written. Off: restore."),
+        "require_approval": Param(True, type="boolean", title="Require approval",
+                                  description="On: the plan waits for Approve under Required actions before anything "
+                                              "is written. Off (automation only): restore without asking."),
+        "table_format": Param("auto", enum=list(formats.names()), values_display=formats.titles(),
+                              title="Table format", section="Table",
+                              description="How to find the objects the table needs. Detect recognises Databend "
+                                          "Fuse tables; Every object under the prefix is the fallback."),
+        "snapshot_location": Param(None, type=["null", "string"], title="Snapshot location", section="Table",
+                                   description="Databend only: SNAPSHOT_LOCATION from SHOW CREATE TABLE. "
+                                               "Empty: the table's hint file."),
+        "include_history": Param(False, type="boolean", title="Include history", section="Table",
+                                 description="Databend only: also restore the chain of previous snapshots "
+                                             "(time travel), not only the current one."),
+        "as_of": Param(None, type=["null", "string"], format="date-time", title="As of", section="Time window",
+                       description="Prefix tables: bring keys back to the versions current at this time."),
+        "deleted_since": Param(None, type=["null", "string"], format="date-time", title="Deleted since",
+                               section="Time window",
+                               description="Prefix tables: only deletions at or after this time count "
+                                           "(the incident's start)."),
+        "deleted_before": Param(None, type=["null", "string"], format="date-time", title="Deleted before",
+                                section="Time window",
+                                description="Prefix tables: only deletions before this time count "
+                                            "(the incident's end)."),
+        "strategy": Param("auto", enum=["auto", "undelete", "copy"], title="Restore strategy", section="Restore",
+                          values_display={"auto": "Remove delete markers; copy only where needed",
+                                          "undelete": "Remove delete markers only",
+                                          "copy": "Copy each version back as a new version"},
+                          description="How each object comes back. Removing delete markers writes no data."),
+        "expect_row_count": Param(None, type=["null", "integer"], minimum=0, title="Expected row count",
+                                  section="Restore",
                                   description="Verification fails unless the table has exactly this many rows."),
-        "aws_conn_id": Param("aws_default", type="string", title="AWS connection",
-                             description="Airflow connection with credentials (and endpoint_url for "
-                                         "S3-compatible servers)."),
+        "aws_conn_id": Param(CONN_IDS[0], type="string", enum=CONN_IDS, title="AWS connection",
+                             section="Connection and storage",
+                             description=f"Airflow connection with the credentials (and endpoint_url for an "
+                                         f"S3-compatible server). The choices are the Variable {CONN_IDS_VARIABLE}."),
+        "ops_location": Param(**_ops_param, type="string", pattern=OPS_PATTERN, title="Operations location",
+                              section="Connection and storage",
+                              description=f"Where the plan and the report are kept (s3://bucket/prefix/ or "
+                                          f"file:///path/), outside the table; default: the Variable "
+                                          f"{OPS_VARIABLE}."),
     },
 ) as dag:
     versioning = VersioningSensor(task_id="versioning", bucket_name=BUCKET, aws_conn_id="{{ params.aws_conn_id }}",
                                   poke_interval=30, timeout=300, mode="reschedule")
-    scan = FuseScanOperator(task_id="scan", **SCAN_ARGS)
+    scan = FuseScanOperator(task_id="scan", plan_uri=f"{RUN_DIR}/plan.parquet", pre_execute=_typed_params,
+                            **SCAN_ARGS)
 
-    @task.short_circuit(task_id="dry_run_gate")
-    def dry_run_gate(params: dict | None = None) -> bool:
-        """Continue to the restore only when this is not a dry run."""
-        return not (params or {}).get("dry_run", True)
+    @task.branch(task_id="route")
+    def route(summary: dict[str, Any], params: dict[str, Any] | None = None) -> str | None:
+        """A dry run stops here; otherwise to the approval, or straight to the restore when none is required."""
+        params = params or {}
+        actionable = summary["restore"] + summary["damaged"]
+        if params.get("dry_run", True):
+            log.info("DRY RUN: nothing written; %d objects would be restored (%s, %d unrecoverable). Plan: %s",
+                     actionable, human_bytes(summary["bytes_to_restore"]), summary["unrecoverable"], summary["plan"])
+            return None
+        if params.get("require_approval", True):
+            return "approval"
+        log.info("require_approval is off: applying the plan %s without asking", summary["plan"])
+        return "amend"
 
-    amend = FuseAmendOperator(task_id="amend", strategy="{{ params.strategy }}", **SCAN_ARGS)
-    verify = FuseVerifyOperator(task_id="verify", expect={"row_count": "{{ params.expect_row_count or '' }}"},
-                                **SCAN_ARGS)
+    approval = PlanApprovalOperator(task_id="approval", scan_task_id="scan", aws_conn_id="{{ params.aws_conn_id }}",
+                                    subject="Restore the table?", response_timeout=APPROVAL_TIMEOUT)
+    # THAT plan: the scan's, pinned by its digest (a plan changed since the review is refused, nothing written)
+    amend = FuseAmendOperator(task_id="amend", plan="{{ ti.xcom_pull(task_ids='scan')['plan'] }}",
+                              plan_digest="{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}",
+                              strategy="{{ params.strategy }}", report_uri=f"{RUN_DIR}/report.parquet",
+                              aws_conn_id="{{ params.aws_conn_id }}",
+                              trigger_rule="none_failed_min_one_success")
+    verify = FuseVerifyOperator(task_id="verify", pre_execute=_typed_params, **SCAN_ARGS)
 
-    versioning >> scan >> dry_run_gate() >> amend >> verify
+    routed = route(scan.output)
+    versioning >> scan
+    routed >> approval >> amend
+    routed >> amend >> verify

@@ -35,6 +35,8 @@ from airflow_fuse.sensors.versioning import VersioningSensor
 
 RESTORED = Asset("airflow-fuse://restored")
 VARIABLE = "fuse_periodic_tables"
+# Each mapped task instance is named after its table (not 0, 1, …) in the UI.
+TABLE_NAME = "{{ ti.xcom_pull(task_ids='tables', map_indexes=-1)[ti.map_index]['table'] }}"
 ALLOWED = {"table", "table_format", "aws_conn_id", "table_prefix", "snapshot_location", "deletion_window_hours",
            "strategy"}
 
@@ -81,16 +83,17 @@ with DAG(
     def check_table(table: str, bucket: str, table_format: str, aws_conn_id: str, table_prefix: str | None,
                     snapshot_location: str | None, deleted_since: str | None, strategy: str) -> None:
         versioning = VersioningSensor(task_id="versioning", bucket_name=bucket, aws_conn_id=aws_conn_id,
-                                      timeout=60, poke_interval=10)
+                                      timeout=60, poke_interval=10, map_index_template=TABLE_NAME)
         scan_args = {"table": table, "table_format": table_format, "table_prefix": table_prefix,
                      "snapshot_location": snapshot_location, "deleted_since": deleted_since,
                      "aws_conn_id": aws_conn_id}
         # Scheduled: a table whose metadata does not say what it needs (prefix) is reported, not restored,
         # unless its entry gave a deletion window (deleted_since).
-        amend = FuseAmendOperator(task_id="amend", strategy=strategy, referenced_only=True, **scan_args)
-        verify = FuseVerifyOperator(task_id="verify", **scan_args)
+        amend = FuseAmendOperator(task_id="amend", strategy=strategy, referenced_only=True,
+                                  map_index_template=TABLE_NAME, **scan_args)
+        verify = FuseVerifyOperator(task_id="verify", map_index_template=TABLE_NAME, **scan_args)
 
-        @task(outlets=[RESTORED])
+        @task(outlets=[RESTORED], map_index_template=TABLE_NAME)
         def announce(summary: dict[str, Any], *, outlet_events: Any = None) -> None:
             """Emit the asset event only when something was restored."""
             from airflow.sdk.exceptions import AirflowSkipException

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,99 @@ def test_every_example_dag_imports_without_errors():
     assert runbook.params["dry_run"] is True  # a first run only shows the plan
 
 
+@pytest.fixture
+def runbook_variables(monkeypatch, tmp_path, conn_id) -> Path:
+    """The run book's Variables, as a deployment sets them: the connections the form offers, the ops location."""
+    monkeypatch.setenv("AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS", json.dumps(["aws_default", conn_id]))
+    ops = tmp_path / "ops"
+    monkeypatch.setenv("AIRFLOW_VAR_AIRFLOW_FUSE_OPS_LOCATION", f"file://{ops}/")
+    return ops
+
+
+def test_runbook_form(runbook_variables, conn_id):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from airflow_fuse import formats
+
+    dag = _dag("fuse_failsafe_runbook")
+    assert dag.dag_display_name == "Fuse fail-safe: restore a table"
+    params: ParamsDict = dag.params
+    schema = {name: params.get_param(name).schema for name in params}
+    assert list(params)[:2] == ["table", "dry_run"]  # the dry-run switch right under the table
+    assert params.get_param("table").has_value is False  # required: no placeholder to pass the form
+    assert "s3://<bucket>/<prefix>/" in params.get_param("table").description
+    assert schema["table_format"]["enum"] == list(formats.names())
+    assert schema["table_format"]["values_display"] == formats.titles()
+    assert set(schema["strategy"]["values_display"]) == set(schema["strategy"]["enum"])
+    assert {name for name, s in schema.items() if s.get("format") == "date-time"} == {
+        "as_of", "deleted_since", "deleted_before"}
+    assert schema["aws_conn_id"]["enum"] == ["aws_default", conn_id]  # the Variable's allowlist
+    assert params["ops_location"] == f"file://{runbook_variables}/"  # the Variable's location
+    assert params["include_history"] is False and params["require_approval"] is True
+    assert all(s.get("section") for name, s in schema.items()
+               if name not in ("table", "dry_run", "require_approval"))
+    with pytest.raises(ParamValidationError, match="is not one of"):
+        params.get_param("aws_conn_id").resolve("someone_elses_conn")  # not on the allowlist
+    with pytest.raises(ParamValidationError, match="is not a 'date-time'"):
+        params.get_param("as_of").resolve("yesterday 10am")
+    with pytest.raises(ParamValidationError, match="does not match"):
+        params.get_param("table").resolve("s3://my bucket/t/")
+
+
+def test_runbook_form_without_its_variables(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS", raising=False)
+    monkeypatch.delenv("AIRFLOW_VAR_AIRFLOW_FUSE_OPS_LOCATION", raising=False)
+    dag = _dag("fuse_failsafe_runbook")
+    assert dag.params.get_param("aws_conn_id").schema["enum"] == ["aws_default"]
+    assert dag.params.get_param("ops_location").has_value is False  # asked for in the form
+    monkeypatch.setenv("AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS", "not json")
+    assert _dag("fuse_failsafe_runbook").params.get_param("aws_conn_id").schema["enum"] == ["aws_default"]
+
+
+def test_runbook_approval_timeout_says_nothing_was_written(runbook_variables):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    approval = _dag("fuse_failsafe_runbook").get_task("approval")
+    assert approval.options == ["Approve", "Reject"] and approval.defaults is None  # no answer is not a yes
+    with pytest.raises(AirflowFailException, match="No answer to the approval within 12:00:00: nothing written"):
+        approval.execute_complete({}, {"error": "The Human-in-the-loop response timeout has passed without a "
+                                                "response.", "error_type": "timeout"})
+
+
+def test_runbook_approval_body_shows_every_kind_of_key():
+    import runpy
+
+    from airflow_fuse.plan import Plan, PlanItem
+    from airflow_fuse.report import Report
+
+    plan_markdown = runpy.run_path(str(DAGS_FOLDER / "fuse_failsafe_runbook.py"))["plan_markdown"]
+    items = ([PlanItem(key=f"t/_b/undel{i}.parquet", status="restore", action="undelete", version_id=f"v{i}",
+                       size=1024) for i in range(7)]
+             + [PlanItem(key="t/_b/copied.parquet", status="restore", action="copy", version_id="vc", size=2048),
+                PlanItem(key="t/_sg/damaged.mpk", status="damaged", action="copy", version_id="vd", size=100,
+                         reason="holds 3 bytes, the metadata says 100"),
+                PlanItem(key="t/_b/expired.parquet", status="unrecoverable",
+                         reason="no version left: a lifecycle rule expired it"),
+                PlanItem(key="t/_ss/snap.mpk", status="present")])
+    plan = Plan(bucket="lake", prefix="t/", table_format="fuse", items=items, listed_at="2026-11-29T10:00:00Z")
+    summary = dict(Report(plan).summary(), plan="s3://ops/airflow-fuse/fuse_failsafe_runbook/run1/plan.parquet")
+
+    body = plan_markdown(summary, plan.items)
+    assert "| undelete (remove the delete markers above a version) | 7 | 7.0 KiB |" in body
+    assert "| copy an older version back | 1 | 2.0 KiB |" in body
+    assert "| damaged: replace with an older version | 1 | 100 B |" in body
+    assert "| **unrecoverable** (no version to bring back) | 1 | – |" in body
+    assert "| **total written** | 9 | 9.1 KiB |" in body
+    assert "- `t/_b/expired.parquet`: no version left: a lifecycle rule expired it" in body
+    assert "- `t/_sg/damaged.mpk`: holds 3 bytes, the metadata says 100" in body
+    assert "- `t/_b/copied.parquet` ← version `vc` (2.0 KiB)" in body
+    assert "- `t/_b/undel4.parquet` ← version `v4`" in body and "undel5" not in body  # the first five
+    assert "- … and 2 more (in the plan)" in body
+    assert "**Plan** `s3://ops/airflow-fuse/fuse_failsafe_runbook/run1/plan.parquet`" in body
+    assert f"**Plan digest** `{plan.digest}`" in body
+
+
 def _broken_fuse_table(s3, name: str) -> tuple[str, dict]:
     bucket, expect = broken_table(s3, name)
     return bucket, dict(expect, _name=name)
@@ -41,29 +135,69 @@ def _assert_whole(s3, bucket: str, expect: dict) -> None:
         assert len(read(s3, bucket, block["key"])) == block["file_size"]
 
 
-def test_runbook_dry_run_then_restore(airflow_db, s3, conn_id):
+def _xcom(run, task_id: str):
+    return [ti for ti in run.get_task_instances() if ti.task_id == task_id][0].xcom_pull(task_ids=task_id)
+
+
+def test_runbook_dry_run_writes_nothing_and_says_so(airflow_db, s3, conn_id, runbook_variables, caplog):
     bucket, expect = _broken_fuse_table(s3, "fuse_purged")
-    dag = _dag("fuse_failsafe_runbook")
+    ops_bucket = new_bucket(s3)  # an s3:// operations location, written with the run's connection
     conf = {"table": f"s3://{bucket}/{expect['storage_root']}", "aws_conn_id": conn_id,
-            "expect_row_count": expect["row_count"]}
+            "ops_location": f"s3://{ops_bucket}/airflow-fuse/"}
     before = all_versions(s3, bucket)
 
-    run, states = run_dag(dag, run_conf={**conf, "dry_run": True})
+    run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)  # dry run: the default
     assert run.state == "success", states
-    assert states["scan"] == "success" and states["amend"] == "skipped" and states["verify"] == "skipped"
+    assert states["scan"] == "success" and states["route"] == "success"
+    assert {states["approval"], states["amend"], states["verify"]} == {"skipped"}
     assert all_versions(s3, bucket) == before
-    scan = [ti for ti in run.get_task_instances() if ti.task_id == "scan"][0].xcom_pull(task_ids="scan")
-    assert scan["restore"] == len(expect["referenced_keys"]) and scan["unrecoverable"] == 0
+    n = len(expect["referenced_keys"])
+    assert f"DRY RUN: nothing written; {n} objects would be restored" in caplog.text
+    # the plan is kept for review, under the ops location; no report (nothing was done)
+    key = f"airflow-fuse/fuse_failsafe_runbook/{run.run_id}/plan.parquet"
+    assert _xcom(run, "scan")["plan"] == f"s3://{ops_bucket}/{key}"
+    assert [k for k, _, _ in all_versions(s3, ops_bucket)] == [key]
 
-    run, states = run_dag(dag, run_conf={**conf, "dry_run": False})
+
+def test_runbook_include_history_reaches_the_scan(airflow_db, s3, conn_id, runbook_variables):
+    from airflow_fuse.engine import ScanOptions, scan_report
+
+    bucket, expect = _broken_fuse_table(s3, "fuse_compacted")
+    table = f"s3://{bucket}/{expect['storage_root']}"
+    current = scan_report(s3, table).summary()["needed"]
+    with_history = scan_report(s3, table, ScanOptions(include_history=True)).summary()["needed"]
+    assert with_history > current  # the previous snapshots' objects count too
+
+    run, states = run_dag(_dag("fuse_failsafe_runbook"),
+                          run_conf={"table": table, "aws_conn_id": conn_id, "include_history": True})
+    assert states["scan"] == "success", states
+    assert _xcom(run, "scan")["needed"] == with_history  # the form's boolean, not the string "True"
+
+
+def test_runbook_without_approval_restores_the_saved_plan(airflow_db, s3, conn_id, runbook_variables):
+    from airflow_fuse.plan import load_plan
+
+    bucket, expect = _broken_fuse_table(s3, "fuse_purged")
+    conf = {"table": f"s3://{bucket}/{expect['storage_root']}", "aws_conn_id": conn_id, "dry_run": False,
+            "require_approval": False, "expect_row_count": expect["row_count"]}
+
+    run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)
     assert run.state == "success", states
-    assert set(states.values()) == {"success"}
+    assert states == {"versioning": "success", "scan": "success", "route": "success", "approval": "skipped",
+                      "amend": "success", "verify": "success"}
     _assert_whole(s3, bucket, expect)
-    verify = [ti for ti in run.get_task_instances() if ti.task_id == "verify"][0].xcom_pull(task_ids="verify")
+    run_dir = runbook_variables / "fuse_failsafe_runbook" / run.run_id
+    amend = _xcom(run, "amend")
+    assert amend["plan"] == str(run_dir / "plan.parquet")  # the scan's plan, not a second scan
+    assert amend["report"] == str(run_dir / "report.parquet") and (run_dir / "report.parquet").exists()
+    plan = load_plan(str(run_dir / "plan.parquet"))
+    assert sorted(i.key for i in plan.actionable()) == sorted(expect["referenced_keys"])
+    assert amend["restored"] == len(expect["referenced_keys"])
+    verify = _xcom(run, "verify")
     assert verify["ok"] and verify["total_rows"] == expect["row_count"]
 
 
-def test_runbook_on_unversioned_bucket_fails_at_the_sensor(airflow_db, s3, conn_id, capfd):
+def test_runbook_on_unversioned_bucket_fails_at_the_sensor(airflow_db, s3, conn_id, runbook_variables, capfd):
     bucket = new_bucket(s3, versioning=None)
     run, states = run_dag(_dag("fuse_failsafe_runbook"),
                           run_conf={"table": f"s3://{bucket}/t/", "aws_conn_id": conn_id, "dry_run": False})
@@ -87,6 +221,13 @@ def test_periodic_amend_restores_each_table_and_isolates_failures(airflow_db, s3
     ]))
     run, _ = run_dag(_dag("fuse_periodic_amend"))
     by_index = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
+    # each mapped instance that ran is named after its table, not 0, 1 (one that never started keeps its index)
+    names = {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in run.get_task_instances()
+             if ti.map_index >= 0 and ti.state in ("success", "failed", "skipped")}
+    tables = [f"s3://{good_bucket}/{good['storage_root']}", f"s3://{bad_bucket}/{bad['storage_root']}"]
+    assert names == {(task_id, i): tables[i] for task_id, i in names}
+    assert set(names) >= {("table.versioning", 0), ("table.amend", 0), ("table.verify", 0), ("table.announce", 0),
+                          ("table.versioning", 1), ("table.amend", 1)}
     assert by_index[("table.amend", 0)] == "success" and by_index[("table.verify", 0)] == "success"
     assert by_index[("table.announce", 0)] == "success"
     assert by_index[("table.amend", 1)] == "failed"

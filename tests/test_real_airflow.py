@@ -1,9 +1,10 @@
 """End to end on a REAL Airflow: api-server, scheduler, dag-processor and triggerer as subprocesses.
 
 SQLite metadata database, LocalExecutor, everything bound to 127.0.0.1, the S3 connection given as an
-``AIRFLOW_CONN_FUSE_E2E`` environment variable pointing at the session's moto server. The run book is
-unpaused and triggered through the REST API (v2) with ``conf``, exactly as an operator would, and the
-bucket is checked afterwards.
+``AIRFLOW_CONN_FUSE_E2E`` environment variable pointing at the session's moto server, the run book's
+Variables (its connection allowlist and a ``file://`` operations location) as ``AIRFLOW_VAR_*``. The run book
+is unpaused and triggered through the REST API (v2) with ``conf``, exactly as an operator would; its
+approval is answered through the REST API too (``hitlDetails``), and the bucket is checked afterwards.
 
 Every process is started in its own process group and the whole group is stopped in the fixture's
 teardown, so no scheduler, executor worker or task supervisor outlives the test.
@@ -33,7 +34,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.fuse_fixtures import assert_restored, broken_table
-from tests.helpers import read
+from tests.helpers import all_versions, read
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +49,7 @@ READY_TIMEOUT = 120.0  # api-server answering and the scheduler heartbeating
 PARSE_TIMEOUT = 90.0  # the DAG serialized by the dag-processor
 RUN_TIMEOUT = 240.0
 STOP_TIMEOUT = 20.0
-TASKS = ("versioning", "scan", "dry_run_gate", "amend", "verify")
+TASKS = ("versioning", "scan", "route", "approval", "amend", "verify")
 
 
 def _free_port() -> int:
@@ -85,6 +86,7 @@ class Airflow:
         self.logs.mkdir(parents=True)
         self.dags = home / "dags"
         self.dags.mkdir()
+        self.ops = home / "ops"  # the run book's operations location: plans and reports
         for dag_file in (ROOT / "dags").glob("*.py"):
             shutil.copy(dag_file, self.dags / dag_file.name)
         self.procs: dict[str, subprocess.Popen] = {}
@@ -117,7 +119,11 @@ class Airflow:
             "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
             "AIRFLOW_CONN_FUSE_E2E": s3_connection_json,
+            "AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS": json.dumps([CONN_ID]),
+            "AIRFLOW_VAR_AIRFLOW_FUSE_OPS_LOCATION": f"file://{self.ops}/",
             "PYTHONUNBUFFERED": "1",
+            # this checkout's airflow_fuse, not the one the environment has installed
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
         })
         return env
 
@@ -279,52 +285,139 @@ def test_bad_param_is_refused(airflow: Airflow, moto_server):
         table = "s3://some-bucket/data/t/"
         for conf in ({"table": table, "strategy": "bogus"},
                      {"table": "not-an-s3-url"},
-                     {"table": table, "expect_row_count": "many"}):
+                     {"table": table, "expect_row_count": "many"},
+                     {"table": table, "as_of": "yesterday 10am"},
+                     {"table": table, "aws_conn_id": "aws_default"},  # not on the allowlist
+                     {"aws_conn_id": CONN_ID}):  # no table: the form has no placeholder to fall back on
             status, body = airflow.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns",
-                                           {"logical_date": None, "conf": {**conf, "aws_conn_id": CONN_ID}})
+                                           {"logical_date": None, "conf": {"aws_conn_id": CONN_ID, **conf}})
             assert status in (400, 422), f"{conf} was accepted: {status} {body}"
         status, after = airflow.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns")
         assert status == 200 and after["total_entries"] == runs["total_entries"], after  # no run was created
 
 
-def test_runbook_restores_the_table_on_a_real_airflow(airflow: Airflow, moto_server):
+def _trigger(airflow: Airflow, conf: dict[str, Any]) -> str:
+    status, run = airflow.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
+    assert status == 200, f"trigger: {status} {run}"
+    assert run["conf"] == conf
+    return f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}"
+
+
+def _await_approval(airflow: Airflow, run_path: str) -> dict[str, Any]:
+    """The run's open approval request, as the Required actions page lists it."""
+    def asked():
+        status, body = airflow.request("GET", f"{run_path}/hitlDetails")
+        assert status == 200, body
+        open_ = [d for d in body["hitl_details"] if not d["response_received"]]
+        return bool(open_), open_
+
+    details = airflow.wait_for("the approval request", asked, RUN_TIMEOUT, interval=2.0)
+    assert len(details) == 1 and details[0]["task_instance"]["task_id"] == "approval", details
+    assert details[0]["task_instance"]["state"] == "awaiting_input", details[0]["task_instance"]
+    # Airflow 3.3.2 fails a task answered before the scheduler has handled the executor's event for the worker
+    # that parked it ("reported that the task instance ... finished with state success, but the task instance's
+    # state attribute is queued"): a person never answers that fast; the test waits for that event to be handled.
+    run_id = details[0]["task_instance"]["dag_run_id"]
+    parked = f"task_id=approval, run_id={run_id}, map_index=-1"
+
+    def handled():
+        log = (airflow.logs / "scheduler.log").read_text(errors="replace")
+        return any(parked in line and "state=awaiting_input" in line for line in log.splitlines()
+                   if "TaskInstance Finished" in line), None
+
+    airflow.wait_for("the scheduler to handle the parked approval task", handled, RUN_TIMEOUT)
+    return details[0]
+
+
+def _answer(airflow: Airflow, run_path: str, option: str) -> dict[str, Any]:
+    status, body = airflow.request("PATCH", f"{run_path}/taskInstances/approval/-1/hitlDetails",
+                                   {"chosen_options": [option]})
+    assert status == 200, f"answering {option}: {status} {body}"
+    return body
+
+
+def _finish(airflow: Airflow, run_path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    def finished():
+        status, body = airflow.request("GET", run_path)
+        assert status == 200, body
+        return body["state"] in ("success", "failed"), body
+
+    run = airflow.wait_for("the run to finish", finished, RUN_TIMEOUT, interval=2.0)
+    status, body = airflow.request("GET", f"{run_path}/taskInstances")
+    assert status == 200, body
+    print("task instances:", [(ti["task_id"], ti["state"], ti["start_date"], ti["end_date"], ti["try_number"])
+                              for ti in body["task_instances"]])
+    return run, {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
+
+
+def _task_log(airflow: Airflow, run_path: str, task_id: str) -> str:
+    status, body = airflow.request("GET", f"{run_path}/taskInstances/{task_id}/logs/1?full_content=true")
+    assert status == 200, body
+    return json.dumps(body)
+
+
+def test_runbook_restores_only_after_approval_on_a_real_airflow(airflow: Airflow, moto_server):
+    """One run: scan → the plan's summary under Required actions → Approve over REST → that plan applied, verified.
+    A second run, rejected, writes nothing and says so."""
     s3 = moto_server.client()
     bucket, expect = broken_table(s3, FIXTURE)
+    other_bucket, other = broken_table(s3, FIXTURE)
     assert all(read(s3, bucket, key) is None for key in expect["referenced_keys"])
+    n = len(expect["referenced_keys"])
     with airflow.explain_failure():
         status, dag = airflow.request("PATCH", f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
         assert status == 200 and dag["is_paused"] is False, dag
 
         t0 = time.monotonic()
-        conf = {"table": f"s3://{bucket}/{expect['storage_root']}", "aws_conn_id": CONN_ID, "dry_run": False,
-                "expect_row_count": expect["row_count"]}
-        status, run = airflow.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": conf})
-        assert status == 200, f"trigger: {status} {run}"
-        assert run["conf"] == conf
-        run_path = f"/api/v2/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}"
+        table = f"s3://{bucket}/{expect['storage_root']}"
+        run_path = _trigger(airflow, {"table": table, "aws_conn_id": CONN_ID, "dry_run": False,
+                                      "expect_row_count": expect["row_count"]})
+        detail = _await_approval(airflow, run_path)
+        airflow.timings["run until the approval"] = time.monotonic() - t0
+        # nothing written while the approval waits
+        assert all(read(s3, bucket, key) is None for key in expect["referenced_keys"])
+        status, scan = airflow.request("GET", f"{run_path}/taskInstances/scan/xcomEntries/return_value")
+        assert status == 200, scan
+        scan = json.loads(scan["value"]) if isinstance(scan["value"], str) else scan["value"]
+        plan = Path(scan["plan"])
+        assert plan.parent.parent == airflow.ops / DAG_ID and plan.name == "plan.parquet" and plan.exists()
+        assert detail["options"] == ["Approve", "Reject"]
+        assert detail["subject"].startswith(f"Restore {n} objects") and table in detail["subject"]
+        body = detail["body"]
+        assert f"| undelete (remove the delete markers above a version) | {n} |" in body, body
+        assert str(plan) in body and "**Unrecoverable**" not in body
+        assert expect["referenced_keys"][0] in body or "… and" in body  # the first keys of each kind
+        assert f"**Plan digest** `{scan['plan_digest']}`" in body
 
-        def finished():
-            status, body = airflow.request("GET", run_path)
-            assert status == 200, body
-            return body["state"] in ("success", "failed"), body
-
-        run = airflow.wait_for("the run to finish", finished, RUN_TIMEOUT, interval=2.0)
-        airflow.timings["run"] = time.monotonic() - t0
-
-        status, body = airflow.request("GET", f"{run_path}/taskInstances")
-        assert status == 200, body
-        states = {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
-        print("task instances:", [(ti["task_id"], ti["state"], ti["queued_when"], ti["start_date"], ti["end_date"],
-                                   ti["try_number"]) for ti in body["task_instances"]])
-        print("run:", run["queued_at"], run["start_date"], run["end_date"])
+        t0 = time.monotonic()
+        answer = _answer(airflow, run_path, "Approve")
+        assert answer["responded_by"]["name"] == "admin"
+        run, states = _finish(airflow, run_path)
+        airflow.timings["run after the approval"] = time.monotonic() - t0
         assert run["state"] == "success", states
         assert states == dict.fromkeys(TASKS, "success")
+        assert "APPROVED by admin" in _task_log(airflow, run_path, "approval")
 
+        status, xcom = airflow.request("GET", f"{run_path}/taskInstances/amend/xcomEntries/return_value")
+        assert status == 200, xcom
+        amend = json.loads(xcom["value"]) if isinstance(xcom["value"], str) else xcom["value"]
+        assert amend["plan"] == str(plan) and amend["restored"] == n  # the approved plan, not a new scan
+        assert amend["report"] == str(plan.parent / "report.parquet") and (plan.parent / "report.parquet").exists()
         status, xcom = airflow.request("GET", f"{run_path}/taskInstances/verify/xcomEntries/return_value")
         assert status == 200, xcom
-        verify = xcom["value"]
-        verify = json.loads(verify) if isinstance(verify, str) else verify
+        verify = json.loads(xcom["value"]) if isinstance(xcom["value"], str) else xcom["value"]
         assert verify["ok"] and verify["total_rows"] == expect["row_count"], verify
+
+        # the second table: rejected
+        before = all_versions(s3, other_bucket)
+        run_path = _trigger(airflow, {"table": f"s3://{other_bucket}/{other['storage_root']}",
+                                      "aws_conn_id": CONN_ID, "dry_run": False})
+        _await_approval(airflow, run_path)
+        _answer(airflow, run_path, "Reject")
+        run, states = _finish(airflow, run_path)
+        assert states["approval"] == "success" and states["amend"] == "skipped" and states["verify"] == "skipped"
+        assert "REJECTED by admin: nothing written" in _task_log(airflow, run_path, "approval")
+        assert all_versions(s3, other_bucket) == before  # not one marker removed, not one version added
 
     # the restore, checked on the bucket itself: each referenced key back with the bytes Databend wrote
     assert_restored(s3, bucket, FIXTURE, expect)
