@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from airflow_fuse.errors import MetadataError
@@ -18,6 +19,7 @@ class S3VersionReader:
     """
 
     def __init__(self, client: Any, bucket: str, *, conn_id: str | None = None, max_bytes: int | None = None) -> None:
+        self._lock = threading.Lock()  # metadata is read by a pool of threads
         self.client = client
         self.bucket = bucket
         self.conn_id = conn_id
@@ -26,7 +28,8 @@ class S3VersionReader:
         self.bytes_read = 0
 
     def read(self, key: str, version_id: str) -> bytes:
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=version_id)
             length = response.get("ContentLength")
@@ -43,13 +46,16 @@ class S3VersionReader:
             size = f"{length:,} bytes" if length is not None else f"more than {self.max_bytes:,} bytes"
             raise MetadataError(f"cannot read Fuse metadata {key!r}: version {version_id} is {size}, over the "
                                 f"cap, so it was not read; {over_cap_advice(self.max_bytes)}")
-        self.bytes_read += len(body)
+        with self._lock:
+            self.bytes_read += len(body)
         return body
 
     def read_range(self, key: str, version_id: str, byte_range: str) -> bytes:
         """``byte_range`` as in HTTP, e.g. ``bytes=-8`` for the last 8 bytes."""
-        self.requests += 1
+        with self._lock:
+            self.requests += 1
         body = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=version_id, Range=byte_range)
         data = body["Body"].read()
-        self.bytes_read += len(data)
+        with self._lock:
+            self.bytes_read += len(data)
         return data

@@ -394,10 +394,13 @@ class _TableScan:
             self._need(NeededObject(_resolve(table, snapshot.stats_location, key, "statistics"),
                                     kind="segment_stats"))
         blocks: list[BlockMeta] = []
-        for location, _version in snapshot.segments:
-            segment_key = _resolve(table, location, key, "segment")
-            if segment_key not in self._segment_blocks:  # older snapshots share most segments
-                read = self.metadata.read_newest(segment_key, decode_segment)
+        segment_keys = [_resolve(table, location, key, "segment") for location, _version in snapshot.segments]
+        # Segments are read by a bounded pool (a big table has thousands), then expanded in snapshot order.
+        new = list(dict.fromkeys(k for k in segment_keys if k not in self._segment_blocks))  # older snapshots share
+        self.metadata.read_many([(segment_key, decode_segment, None) for segment_key in new])  # most segments
+        for segment_key in segment_keys:
+            if segment_key not in self._segment_blocks:
+                read = self.metadata.read_newest(segment_key, decode_segment)  # from the cache
                 self._need_metadata(segment_key, "segment", read)
                 segment_blocks = self._expand_segment(table, segment_key, read.value, indexes) if read.value else []
                 self._segment_blocks[segment_key] = segment_blocks
