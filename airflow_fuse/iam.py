@@ -47,8 +47,9 @@ LIST_VERSIONS = Need(
     "list every version and delete marker under the table prefix: the scan, and the re-check of a saved "
     "plan's keys before they are restored", prefix_condition=True)
 READ_VERSIONS = Need(
-    "ReadTableVersions", "s3:GetObjectVersion", "table", ("GetObject", "CopyObject", "UploadPartCopy"),
-    "read table metadata (Fuse snapshots and segments) at a version id; the source version of a copy")
+    "ReadTableVersions", "s3:GetObjectVersion", "table", ("GetObject", "HeadObject", "CopyObject", "UploadPartCopy"),
+    "read table metadata (Fuse snapshots and segments) at a version id; the source version of a copy (and its "
+    "headers and metadata, which a copy in parts carries over)")
 REMOVE_MARKERS = Need(
     "RemoveDeleteMarkers", "s3:DeleteObjectVersion", "table", ("DeleteObjects",),
     "remove delete markers by version id; only ids a listing showed as delete markers are sent, never a "
@@ -67,6 +68,11 @@ WRITE_COPIES = Need(
 ABORT_COPIES = Need(
     "AbortFailedCopies", "s3:AbortMultipartUpload", "table", ("AbortMultipartUpload",),
     "abort a multipart copy that failed, so its parts do not stay behind (and cost storage)", cleanup_only=True)
+WITHDRAW_COPY = Need(
+    "WithdrawBuryingCopy", "s3:DeleteObjectVersion", "table", ("DeleteObject",),
+    "delete the copy this run made moments before when a write landed under it (servers that ignore conditional "
+    "headers): the write is current again. Only that duplicate (its bytes stay in the source version); without "
+    "it the key is reported failed, naming the version to remove", cleanup_only=True)
 RECHECK = Need(
     "RecheckCurrentObjects", "s3:GetObject", "table", ("HeadObject",),
     "HeadObject of a live key (damaged, rolled back) right before a copy onto it: a key written since the scan "
@@ -92,7 +98,8 @@ READ_OPS = Need(
 _MODE_NEEDS: dict[str, tuple[Need, ...]] = {
     "scan": (VERSIONING, LIST_VERSIONS, READ_VERSIONS),
     "undelete": (VERSIONING, LIST_VERSIONS, READ_VERSIONS, REMOVE_MARKERS, CEPH_MULTI_DELETE),
-    "copy": (VERSIONING, LIST_VERSIONS, READ_VERSIONS, WRITE_COPIES, RECHECK, ABORT_COPIES, LIST_UPLOADS),
+    "copy": (VERSIONING, LIST_VERSIONS, READ_VERSIONS, WRITE_COPIES, RECHECK, ABORT_COPIES, LIST_UPLOADS,
+             WITHDRAW_COPY),
     "sensor": (VERSIONING, READ_LIFECYCLE, READ_OBJECT_LOCK),
 }
 _MODE_NEEDS["auto"] = _MODE_NEEDS["undelete"] + tuple(
