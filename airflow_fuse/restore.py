@@ -146,14 +146,33 @@ def _refuse_blind_retry(response: Any = None, caught_exception: Any = None, oper
     return None
 
 
-def guard_writes(client: Any) -> None:
-    """Make ``client`` raise :class:`UnconfirmedWrite` instead of retrying a copy or a multipart completion."""
-    if getattr(client, "_airflow_fuse_guarded", False):
-        return
-    for operation in NON_IDEMPOTENT:
-        client.meta.events.register(f"needs-retry.s3.{operation}", _refuse_blind_retry,
-                                    unique_id=f"airflow-fuse-no-blind-retry-{operation}")
-    client._airflow_fuse_guarded = True
+class guard_writes:  # noqa: N801 - used as a context manager, like a function
+    """While in the block, ``client`` raises :class:`UnconfirmedWrite` instead of retrying a copy or a multipart
+    step. Counted per client, so concurrent restores sharing one client keep the guard until the last leaves; the
+    client retries as before once every restore is done (it may be a hook's client that other code uses too)."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __enter__(self) -> None:
+        with self._lock:
+            users = getattr(self.client, "_airflow_fuse_guards", 0)
+            if users == 0:
+                for operation in NON_IDEMPOTENT:
+                    self.client.meta.events.register(f"needs-retry.s3.{operation}", _refuse_blind_retry,
+                                                     unique_id=f"airflow-fuse-no-blind-retry-{operation}")
+            self.client._airflow_fuse_guards = users + 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            users = getattr(self.client, "_airflow_fuse_guards", 1) - 1
+            self.client._airflow_fuse_guards = users
+            if users == 0:
+                for operation in NON_IDEMPOTENT:
+                    self.client.meta.events.unregister(f"needs-retry.s3.{operation}",
+                                                       unique_id=f"airflow-fuse-no-blind-retry-{operation}")
 
 
 # pure decisions ---------------------------------------------------------------------------------------
@@ -405,18 +424,18 @@ class Restorer:
         # Rule 0, just before the first write, whatever the plan's origin.
         check_versioning(self.client, self.plan.bucket, where=self.plan.location.uri, conn_id=self.conn_id,
                          for_write=True)
-        guard_writes(self.client)
         if recheck == "auto":
             copies = sum(1 for item in work if action_for(self.strategy, item) == "copy")
             recheck = "listing" if copies > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages) else "per-key"
         self.check_before_copy = recheck == "per-key"
         multipart_keys = sorted({item.key for item in work if item.size >= self.multipart_threshold
                                  and action_for(self.strategy, item)})
-        self._abort_uploads(multipart_keys, "left by an earlier run that was killed")
-        self._apply(work, recheck == "listing", result)
-        self._settle_copies(result)
-        # A CreateMultipartUpload whose answer was lost started an upload nobody will complete.
-        self._abort_uploads(multipart_keys, "orphaned by a lost CreateMultipartUpload answer")
+        with guard_writes(self.client):
+            self._abort_uploads(multipart_keys, "left by an earlier run that was killed")
+            self._apply(work, recheck == "listing", result)
+            self._settle_copies(result)
+            # A CreateMultipartUpload whose answer was lost started an upload nobody will complete.
+            self._abort_uploads(multipart_keys, "orphaned by a lost CreateMultipartUpload answer")
         result.seconds = time.monotonic() - started
         return result
 

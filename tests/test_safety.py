@@ -221,3 +221,21 @@ def test_connection_config_kwargs_merge_over_our_retry_and_pool_settings(monkeyp
     config = VersionedS3Hook(aws_conn_id="fuse_config").config
     assert config.read_timeout == 7
     assert config.retries["mode"] == "adaptive" and config.max_pool_connections == 64
+
+
+def test_the_client_retries_as_usual_once_the_restore_is_done(s3_server):
+    """The no-blind-retry guard lives only as long as a restore: the client may be a hook's, used by other code."""
+    from tests.servers.fault_proxy import fault_proxy
+
+    with fault_proxy(s3_server, seed=1, error=1.0, operations={"CopyObject"}, max_faults=2) as proxy:
+        client = proxy.in_front_of(s3_server).client()
+        bucket = new_bucket(client)
+        put_objects(client, bucket, {"t/a": b"a"})
+        delete_keys(client, bucket, ["t/a"])
+        report = amend(client, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
+        assert report.summary()["results"] == {"copied": 1}  # the 503 was looked at, then the copy tried again
+        source = client.put_object(Bucket=bucket, Key="t/b", Body=b"b")["VersionId"]
+        # no restore running: botocore retries the second 503 on its own again
+        client.copy_object(Bucket=bucket, Key="t/d", CopySource={"Bucket": bucket, "Key": "t/b", "VersionId": source})
+        assert read(client, bucket, "t/d") == b"b"
+        assert sum(n for (_, op), n in proxy.faults.items() if op == "CopyObject") == 2
