@@ -58,7 +58,8 @@ OPS_VARIABLE = "airflow_fuse_ops_location"
 CONN_IDS_VARIABLE = "airflow_fuse_aws_conn_ids"
 APPROVAL_TIMEOUT = timedelta(hours=12)
 FIRST_KEYS = 5  # keys of each kind shown in the approval
-TABLE_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+"
+# s3://bucket/prefix/, or a Databend table by name: database.table (as SYSTEM$FUSE_AMEND('db', 't') names it)
+TABLE_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+|[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)$"
 OPS_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.+)$"
 
 
@@ -93,12 +94,38 @@ CONN_IDS = _allowed_conn_ids()
 _ops_default = _variable(OPS_VARIABLE)
 OPS_DEFAULT = _ops_default if isinstance(_ops_default, str) and re.fullmatch(OPS_PATTERN, _ops_default) else None
 
-BUCKET = "{{ params.table.split('/')[2] }}"
+def is_location(table: str) -> bool:
+    return table.startswith("s3://")
+
+
+def table_bucket(params: dict[str, Any]) -> str:
+    """The bucket of the table: from its location, or (a Databend table by name) from Databend's catalogue."""
+    table = params["table"]
+    if is_location(table):
+        return table.split("/")[2]
+    from airflow.sdk import BaseHook
+
+    from airflow_fuse import databend
+
+    if not params.get("databend_conn_id"):
+        raise AirflowFailException(f"{table} names a Databend table: choose the Databend connection (the form's "
+                                   "Connection and storage section)")
+    database, name = table.split(".", 1)
+    connection = BaseHook.get_connection(params["databend_conn_id"])
+    cursor = connection.get_hook().get_conn().cursor()
+    storage_root = (connection.extra_dejson or {}).get("storage_root")
+    return databend.resolve(cursor, database, name, storage_root=storage_root).bucket
+
+
+BUCKET = "{{ table_bucket(params) }}"
 RUN_DIR = "{{ run_dir(params.ops_location, dag.dag_id, run_id) }}"
 # Rendered as strings (a bucket or connection id made of digits must stay a string); an empty optional
 # param renders as "" and the operators treat "" as not given. Booleans and numbers: _typed_params.
 SCAN_ARGS = {
-    "table": "{{ params.table }}",
+    # a location as it is; a Databend name database.table as database= and table= (resolved by the operators)
+    "table": "{{ params.table if is_location(params.table) else params.table.split('.', 1)[1] }}",
+    "database": "{{ '' if is_location(params.table) else params.table.split('.', 1)[0] }}",
+    "databend_conn_id": "{{ params.databend_conn_id or '' }}",
     "table_format": "{{ params.table_format }}",
     "snapshot_location": "{{ params.snapshot_location or '' }}",
     "as_of": "{{ params.as_of or '' }}",
@@ -232,12 +259,13 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["fuse", "fail-safe", "s3"],
-    user_defined_macros={"run_dir": run_dir},
+    user_defined_macros={"run_dir": run_dir, "is_location": is_location, "table_bucket": table_bucket},
     params={
         "table": Param(type="string", pattern=TABLE_PATTERN, title="Table location",
                        description="Where the table's objects are: s3://<bucket>/<prefix>/ (a lower-case bucket "
                                    "name, then the prefix). For Databend, the location given to CREATE TABLE, or "
-                                   "the table root …/<db_id>/<table_id>/."),
+                                   "the table root …/<db_id>/<table_id>/ — or the table by name, database.table, "
+                                   "with the Databend connection below (Connection and storage)."),
         "dry_run": Param(True, type="boolean", title="Dry run",
                          description="On: scan and save the plan only; nothing is written. Off: restore."),
         "require_approval": Param(True, type="boolean", title="Require approval",
@@ -275,6 +303,12 @@ with DAG(
                              section="Connection and storage",
                              description=f"Airflow connection with the credentials (and endpoint_url for an "
                                          f"S3-compatible server). The choices are the Variable {CONN_IDS_VARIABLE}."),
+        "databend_conn_id": Param(None, type=["null", "string"], title="Databend connection",
+                                  section="Connection and storage",
+                                  description="For a table named database.table: the Airflow SQL connection to "
+                                              "Databend. Its catalogue says where the table is and counts the rows "
+                                              "after the restore (storage_root in its extra for tables without a "
+                                              "LOCATION)."),
         "ops_location": Param(**_ops_param, type="string", pattern=OPS_PATTERN, title="Operations location",
                               section="Connection and storage",
                               description=f"Where the plan and the report are kept (s3://bucket/prefix/ or "

@@ -110,3 +110,35 @@ def test_the_operators_resolve_a_table_named_by_database_and_table(monkeypatch):
     without = FuseAmendOperator(task_id="amend2", database="sales", table="orders")
     with pytest.raises(BadInputError, match="databend_conn_id"):
         without.target()
+
+
+def test_the_runbook_form_takes_a_databend_table_by_name(monkeypatch):
+    """The form's table is s3://bucket/prefix/ or database.table; a name is resolved through the chosen connection."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tests.test_dags import _dag
+
+    dag = _dag("fuse_failsafe_runbook")
+    table = dag.params.get_param("table")
+    assert table.resolve("sales.orders") == "sales.orders"
+    assert table.resolve("s3://lake/t/") == "s3://lake/t/"
+    with pytest.raises(Exception, match="does not match"):
+        table.resolve("sales orders")
+    cursor = _Cursor("CREATE TABLE orders (id INT) ENGINE=FUSE LOCATION = 's3 | bucket=lake,root=/wh/'", [])
+    connection = SimpleNamespace(extra_dejson={}, get_hook=lambda: SimpleNamespace(
+        get_conn=lambda: SimpleNamespace(cursor=lambda: cursor)))
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(lambda cls, conn_id: connection))
+    macros = dag.user_defined_macros
+    params = {"table": "sales.orders", "databend_conn_id": "databend"}
+    assert macros["table_bucket"](params) == "lake"
+    assert macros["table_bucket"]({"table": "s3://other/t/"}) == "other"
+    with pytest.raises(AirflowFailException, match="Databend connection"):
+        macros["table_bucket"]({"table": "sales.orders"})
+    render = jinja2.Environment().from_string
+    for field, expected in (("table", "orders"), ("database", "sales")):
+        template = dag.get_task("verify").__dict__.get(field)
+        assert render(template).render(params=params, **macros) == expected
