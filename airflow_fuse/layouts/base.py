@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from airflow_fuse.errors import MetadataError
 from airflow_fuse.inventory import Inventory
 
 # Pointer files are rewritten in place after every commit: rolling one back in time silently reverts
@@ -106,6 +107,20 @@ class LayoutResult:
     skipped: list[SkippedKey] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     tables: list[TableSummary] = field(default_factory=list)  # one per table found
+
+
+def check_table_roots(roots: list[str], inventory: Inventory, *, what: str, how_found: str, give: str) -> None:
+    """Refuse a location with no table of this format, or one inside a table (not its root): the whole table must
+    be listed, or the keys it needs outside the listing would look missing. ``how_found`` says which keys mark a
+    table; ``give`` what to give instead."""
+    where = f"s3://{inventory.bucket}/{inventory.prefix}"
+    if not roots:
+        raise MetadataError(f"no {what} table under {where}: {how_found}. Give {give}, or use "
+                            "table_format='prefix' for a table of plain files")
+    outside = [root for root in roots if not root.startswith(inventory.prefix)]
+    if outside:
+        raise MetadataError(f"{where} is inside the {what} table {outside[0]!r}, not its root: give "
+                            f"s3://{inventory.bucket}/{outside[0]} so the whole table is listed")
 
 
 class VersionReader(Protocol):

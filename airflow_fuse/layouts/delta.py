@@ -41,7 +41,14 @@ import pyarrow.parquet as pq
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
+from airflow_fuse.layouts.base import (
+    LayoutResult,
+    NeededObject,
+    SkippedKey,
+    TableSummary,
+    VersionReader,
+    check_table_roots,
+)
 from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
 
 LOG_DIR = "_delta_log/"
@@ -453,14 +460,9 @@ class DeltaLayout:
 
     def _select(self, tables: list[DeltaTableFiles], inventory: Inventory) -> list[DeltaTableFiles]:
         where = f"s3://{inventory.bucket}/{inventory.prefix}"
-        if not tables:
-            raise MetadataError(
-                f"no Delta table under {where}: no _delta_log/ commit or checkpoint key is listed there. Give the "
-                "table root (the folder that holds _delta_log/), or use table_format='prefix' for plain files")
-        outside = [t.root for t in tables if not t.root.startswith(inventory.prefix)]
-        if outside:
-            raise MetadataError(f"{where} is inside the Delta table {outside[0]!r}, not its root: give "
-                                f"s3://{inventory.bucket}/{outside[0]} so the whole table is listed")
+        check_table_roots([t.root for t in tables], inventory, what="Delta",
+                          how_found="no _delta_log/ commit or checkpoint key is listed there",
+                          give="the table root (the folder that holds _delta_log/)")
         if self.table_prefix is None:
             return tables
         wanted = {self.table_prefix + "/", inventory.prefix + self.table_prefix + "/"}

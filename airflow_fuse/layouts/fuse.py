@@ -25,7 +25,14 @@ from typing import Any
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
+from airflow_fuse.layouts.base import (
+    LayoutResult,
+    NeededObject,
+    SkippedKey,
+    TableSummary,
+    VersionReader,
+    check_table_roots,
+)
 from airflow_fuse.layouts.fuse_format import (
     BlockMeta,
     Hint,
@@ -154,16 +161,10 @@ class FuseLayout:
 
     def _select(self, tables: list[FuseTable], inventory: Inventory) -> list[FuseTable]:
         where = f"s3://{inventory.bucket}/{inventory.prefix}"
-        if not tables:
-            raise MetadataError(
-                f"no Databend Fuse table under {where}: no _ss/ snapshot key and no last_snapshot_location_hint "
-                "file is listed there. Give the table root (…/<database id>/<table id>/) or the storage root of "
-                "CREATE TABLE, or use table_format='prefix' for a table of plain files")
-        outside = [t.table_root for t in tables if not t.table_root.startswith(inventory.prefix)]
-        if outside:
-            raise MetadataError(f"{where} is inside the Fuse table {outside[0]!r}, not its root: give "
-                                f"s3://{inventory.bucket}/{outside[0]} (or its storage root) so the whole table "
-                                "is listed")
+        check_table_roots([t.table_root for t in tables], inventory, what="Fuse",
+                          how_found="no Databend _ss/ snapshot key and no last_snapshot_location_hint file is "
+                                    "listed there",
+                          give="the table root (…/<database id>/<table id>/) or the storage root of CREATE TABLE")
         names = ", ".join(f"{t.table_prefix} ({t.table_root})" for t in tables)
         if self.table_prefix is not None:
             chosen = [t for t in tables if t.table_prefix == self.table_prefix]

@@ -38,7 +38,14 @@ from typing import Any
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.formats import TableFormat
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, TableSummary, VersionReader
+from airflow_fuse.layouts.base import (
+    LayoutResult,
+    NeededObject,
+    SkippedKey,
+    TableSummary,
+    VersionReader,
+    check_table_roots,
+)
 from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
 
 METADATA_DIR = "metadata"
@@ -320,16 +327,10 @@ class IcebergLayout:
         return key
 
     @staticmethod
-    def _check_found(tables: list[IcebergTable], inventory: Inventory, where: str) -> None:
-        if not tables:
-            raise MetadataError(
-                f"no Iceberg table under {where}: no metadata/*.metadata.json key is listed there (deleted ones "
-                "included). Give the table root (…/<namespace>/<table>/, the table's 'location'), or use "
-                "table_format='prefix' for a table of plain files")
-        outside = [t.root for t in tables if not t.root.startswith(inventory.prefix)]
-        if outside:
-            raise MetadataError(f"{where} is inside the Iceberg table {outside[0]!r}, not its root: give "
-                                f"s3://{inventory.bucket}/{outside[0]} so the whole table is listed")
+    def _check_found(tables: list[IcebergTable], inventory: Inventory, where: str) -> None:  # noqa: ARG004
+        check_table_roots([t.root for t in tables], inventory, what="Iceberg",
+                          how_found="no metadata/*.metadata.json key is listed there (deleted ones included)",
+                          give="the table root (…/<namespace>/<table>/, the table's 'location')")
 
 
 class _TableScan:
