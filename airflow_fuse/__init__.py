@@ -24,7 +24,11 @@ def get_provider_info() -> dict:
                 "tags": ["aws"],
             }
         ],
-        "hooks": [{"integration-name": "Fuse fail-safe", "python-modules": ["airflow_fuse.hooks.versioned_s3"]}],
+        "hooks": [{"integration-name": "Fuse fail-safe",
+                   "python-modules": ["airflow_fuse.hooks.versioned_s3", "airflow_fuse.hooks.databend"]}],
+        "connection-types": [
+            {"hook-class-name": "airflow_fuse.hooks.databend.DatabendHook", "connection-type": "databend"},
+        ],
         "sensors": [{"integration-name": "Fuse fail-safe", "python-modules": ["airflow_fuse.sensors.versioning"]}],
         "operators": [
             {

@@ -26,7 +26,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,8 +40,10 @@ from airflow_fuse.parquet import read_parquet
 from airflow_fuse.times import isoformat, parse_time
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
-STATUSES = ("present", "restore", "damaged", "unrecoverable", "skipped")
-ACTIONS = ("undelete", "copy")
+Status = Literal["present", "restore", "damaged", "unrecoverable", "skipped"]
+Action = Literal["undelete", "copy", ""]  # "": nothing to do
+STATUSES: tuple[Status, ...] = get_args(Status)
+ACTIONS: tuple[Action, ...] = ("undelete", "copy")
 RESCAN = "scan again to make a new plan"
 DEFAULT_MAX_PLAN_AGE = timedelta(hours=24)
 # A plan whose listing is dated this far in the future is refused (clocks of workers differ a little).
@@ -51,9 +53,9 @@ CLOCK_SKEW = timedelta(minutes=5)
 @dataclass(slots=True)
 class PlanItem:
     key: str
-    status: str
+    status: Status
     kind: str = "object"
-    action: str = ""  # undelete | copy | "" (nothing to do)
+    action: Action = ""
     version_id: str = ""  # the version that comes back
     size: int = 0  # bytes of that version
     etag: str = ""  # of that version (a copy made by a concurrent run has the same)

@@ -142,3 +142,18 @@ def test_the_runbook_form_takes_a_databend_table_by_name(monkeypatch):
     for field, expected in (("table", "orders"), ("database", "sales")):
         template = dag.get_task("verify").__dict__.get(field)
         assert render(template).render(params=params, **macros) == expected
+
+
+def test_the_databend_hook_builds_the_driver_dsn_and_says_what_to_install(monkeypatch):
+    from airflow_fuse.hooks.databend import DatabendHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_DATABEND_TEST", json.dumps(
+        {"conn_type": "databend", "host": "databend.internal", "port": 8000, "login": "fuse",
+         "password": "p@ss/word", "schema": "sales", "extra": {"sslmode": "enable"}}))
+    hook = DatabendHook(databend_conn_id="databend_test")
+    assert hook.dsn() == "databend://fuse:p%40ss%2Fword@databend.internal:8000/sales?sslmode=enable"
+    import sys
+
+    monkeypatch.setitem(sys.modules, "databend_driver", None)  # the optional extra not installed: import fails
+    with pytest.raises(BadInputError, match=r"pip install 'airflow-fuse\[databend\]'"):
+        hook.get_conn()
