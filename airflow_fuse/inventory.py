@@ -1,35 +1,29 @@
-"""Inventory: one ListObjectVersions sweep of the table prefix, held as a pyarrow Table.
+"""Inventory: one ListObjectVersions sweep of the table prefix, held as Arrow columns.
 
-Every entry (data version or delete marker) is one row, in listing order: keys ascending, each key's
-entries newest first. Per-key questions (is the current entry a delete marker, which is the newest
-version holding data, which version was current at a time) are answered from a key's contiguous rows.
-A million entries take tens of megabytes as Arrow columns, not the gigabytes of Python dicts.
+Every entry (data version or delete marker) is one row, in listing order: keys ascending (UTF-8 byte order,
+as S3 lists them), each key's entries newest first. A key's entries are contiguous rows; the distinct keys
+are held once, with the row where each key's entries start, and looked up by binary search. Python objects
+(``KeyHistory``, ``VersionEntry``) are made only for the keys a caller asks about, a slice at a time when it
+walks them all: a million entries take tens of megabytes, not the gigabytes of Python objects.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from airflow_fuse.listing import VersionEntry, iter_object_versions
+from airflow_fuse.listing import SCHEMA, VersionEntry, entry_rows, list_entries
 
-SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("version_id", pa.string()),
-        ("is_delete_marker", pa.bool_()),
-        ("is_latest", pa.bool_()),
-        ("size", pa.int64()),
-        ("last_modified", pa.timestamp("us", tz="UTC")),
-        ("etag", pa.string()),
-    ]
-)
+__all__ = ["SCHEMA", "Inventory", "KeyHistory", "iter_histories"]
+
 _BATCH = 50_000
+_SLICE = 8192  # keys materialised at a time when walking every history
 
 
 @dataclass(frozen=True)
@@ -86,6 +80,65 @@ def iter_histories(entries: Iterable[VersionEntry]) -> Iterator[KeyHistory]:
         yield KeyHistory(group[0].key, tuple(group))
 
 
+class KeyList(Sequence[str]):
+    """The listing's distinct keys, ascending, read from the Arrow column a slice at a time."""
+
+    def __init__(self, keys: pa.StringArray, find: Callable[[str], int | None]) -> None:
+        self._keys = keys
+        self._find = find
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._keys[index].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self._keys), _SLICE):
+            yield from self._keys.slice(start, _SLICE).to_pylist()
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._find(key) is not None
+
+
+class _SortedStrings:
+    """Binary search over a sorted Arrow string array, straight on its offsets and data buffers."""
+
+    def __init__(self, array: pa.StringArray) -> None:
+        self._n = len(array)
+        buffers = array.buffers()
+        self._offsets = memoryview(buffers[1]).cast("i") if self._n else memoryview(b"").cast("i")
+        self._data = memoryview(buffers[2]) if self._n and buffers[2] is not None else memoryview(b"")
+        self._base = array.offset
+
+    def find(self, key: str) -> int | None:
+        target = key.encode("utf-8")
+        offsets, data, base = self._offsets, self._data, self._base
+        lo, hi = 0, self._n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            value = data[offsets[base + mid]:offsets[base + mid + 1]].tobytes()
+            if value < target:
+                lo = mid + 1
+            elif value > target:
+                hi = mid
+            else:
+                return mid
+        return None
+
+
 class Inventory:
     """Every version and delete marker under ``bucket/prefix``, from one listing sweep."""
 
@@ -93,16 +146,30 @@ class Inventory:
                  listed_at: datetime | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self.table = table
         self.pages = pages
         self.seconds = seconds
         self.listed_at = listed_at or datetime.now(timezone.utc)
-        self._offsets: dict[str, tuple[int, int]] | None = None
-        self._columns: dict[str, list] | None = None
+        table = table.combine_chunks() if table.num_rows else table
+        keys = table.column("key")
+        keys = keys.chunk(0) if keys.num_chunks == 1 else pa.array([], pa.string())
+        n = table.num_rows
+        if n:
+            starts = pc.not_equal(keys.slice(0, n - 1), keys.slice(1))
+            firsts = pc.indices_nonzero(pa.concat_arrays([pa.array([True]), starts])).cast(pa.int64())
+        else:
+            firsts = pa.array([], pa.int64())
+        # The distinct keys once (the entries keep no key column) and where each key's entries start.
+        self._keys: pa.StringArray = keys.take(firsts) if n else pa.array([], pa.string())
+        if self._keys.offset or not isinstance(self._keys, pa.StringArray):
+            self._keys = pa.concat_arrays([self._keys])
+        self._starts = pa.concat_arrays([firsts, pa.array([n], pa.int64())])
+        self._entries = table.drop_columns(["key"])
+        self._search = _SortedStrings(self._keys)
 
     # building -------------------------------------------------------------------------------------
     @classmethod
     def from_entries(cls, bucket: str, prefix: str, entries: Iterable[VersionEntry], **kwargs: Any) -> Inventory:
+        """From entries in listing order (each key's entries together, newest first)."""
         batches: list[pa.RecordBatch] = []
         cols: dict[str, list] = {name: [] for name in SCHEMA.names}
 
@@ -124,74 +191,72 @@ class Inventory:
                 flush()
         flush()
         table = pa.Table.from_batches(batches, schema=SCHEMA)
+        if table.num_rows > 1:  # keys in byte order; a key's entries keep the order given (a stable sort)
+            keys = table.column("key")
+            if not pc.all(pc.less_equal(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py():
+                table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
         return cls(bucket, prefix, table, **kwargs)
 
     @classmethod
-    def sweep(cls, client: Any, bucket: str, prefix: str, *,
-              on_page: Callable[[int], None] | None = None) -> Inventory:
-        """One paginated ListObjectVersions walk of ``prefix``."""
+    def sweep(cls, client: Any, bucket: str, prefix: str, *, on_page: Callable[[int], None] | None = None,
+              concurrency: int = 1, page_size: int = 1000) -> Inventory:
+        """A paginated ListObjectVersions walk of ``prefix``: ``concurrency`` key ranges listed at once."""
         started = time.monotonic()
-        pages = 0
-
-        def count(n: int) -> None:
-            nonlocal pages
-            pages += 1
-            if on_page is not None:
-                on_page(n)
-
         listed_at = datetime.now(timezone.utc)
-        inventory = cls.from_entries(bucket, prefix, iter_object_versions(client, bucket, prefix, on_page=count),
-                                     listed_at=listed_at)
-        inventory.pages = pages
-        inventory.seconds = time.monotonic() - started
-        return inventory
+        listing = list_entries(client, bucket, prefix, page_size=page_size, concurrency=concurrency, on_page=on_page)
+        return cls(bucket, prefix, listing.table, pages=listing.pages, seconds=time.monotonic() - started,
+                   listed_at=listed_at)
 
     # reading --------------------------------------------------------------------------------------
+    @property
+    def table(self) -> pa.Table:
+        """Every entry as one row (SCHEMA), in listing order; built on demand."""
+        counts = pc.subtract(self._starts.slice(1), self._starts.slice(0, len(self._keys)))
+        index = pa.array([i for i, c in enumerate(counts.to_pylist()) for _ in range(c)], pa.int64())
+        keys = self._keys.take(index)
+        return self._entries.add_column(0, SCHEMA.field("key"), keys)
+
     def __len__(self) -> int:
-        return self.table.num_rows
+        return self._entries.num_rows
 
-    def _cols(self) -> dict[str, list]:
-        if self._columns is None:
-            self._columns = {name: self.table.column(name).to_pylist() for name in SCHEMA.names}
-        return self._columns
-
-    def _index(self) -> dict[str, tuple[int, int]]:
-        if self._offsets is None:
-            offsets: dict[str, tuple[int, int]] = {}
-            keys = self._cols()["key"]
-            start = 0
-            for i in range(1, len(keys) + 1):
-                if i == len(keys) or keys[i] != keys[start]:
-                    offsets[keys[start]] = (start, i)
-                    start = i
-            self._offsets = offsets
-        return self._offsets
-
-    def keys(self) -> list[str]:
-        return list(self._index())
+    def keys(self) -> KeyList:
+        """The distinct keys, ascending (a sequence read lazily from the columns)."""
+        return KeyList(self._keys, self._search.find)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index()
+        return isinstance(key, str) and self._search.find(key) is not None
 
-    def _history(self, key: str, start: int, stop: int) -> KeyHistory:
-        c = self._cols()
-        return KeyHistory(
-            key,
-            tuple(
-                VersionEntry(key, c["version_id"][i], c["is_delete_marker"][i], c["is_latest"][i], c["size"][i],
-                             c["last_modified"][i], c["etag"][i])
-                for i in range(start, stop)
-            ),
-        )
+    def _span(self, index: int) -> tuple[int, int]:
+        return self._starts[index].as_py(), self._starts[index + 1].as_py()
+
+    def _histories(self, first: int, stop: int) -> list[KeyHistory]:
+        """The histories of keys ``first`` to ``stop`` (indices), from one slice of the columns."""
+        if first >= stop:
+            return []
+        row, end = self._starts[first].as_py(), self._starts[stop].as_py()
+        rows = self._entries.slice(row, end - row)
+        keys = self._keys.slice(first, stop - first).to_pylist()
+        starts = [s - row for s in self._starts.slice(first, stop - first + 1).to_pylist()]
+        values = entry_rows(rows)
+        return [KeyHistory(key, tuple(VersionEntry(key, *v) for v in values[starts[i]:starts[i + 1]]))
+                for i, key in enumerate(keys)]
 
     def history(self, key: str) -> KeyHistory | None:
-        span = self._index().get(key)
-        return None if span is None else self._history(key, *span)
+        index = self._search.find(key)
+        return None if index is None else self._histories(index, index + 1)[0]
 
     def histories(self) -> Iterator[KeyHistory]:
-        for key, (start, stop) in self._index().items():
-            yield self._history(key, start, stop)
+        """Every key's history in key order, made a slice of keys at a time."""
+        for first in range(0, len(self._keys), _SLICE):
+            yield from self._histories(first, min(first + _SLICE, len(self._keys)))
 
     @property
     def key_count(self) -> int:
-        return len(self._index())
+        return len(self._keys)
+
+    # vectorised questions -------------------------------------------------------------------------
+    def current_entries(self) -> pa.Table:
+        """One row per key, its current entry (the first listed), with the key: for questions about every key
+        at once (which are deleted, since when) without a Python object per key."""
+        current = self._entries.take(self._starts.slice(0, len(self._keys)))
+        return current.add_column(0, SCHEMA.field("key"), self._keys)
