@@ -18,7 +18,16 @@ from typing import Any, overload
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_fuse.listing import SCHEMA, VersionEntry, entry_rows, list_entries
+from airflow_fuse.listing import (
+    LIST_CONCURRENCY,
+    SCHEMA,
+    Listing,
+    VersionEntry,
+    compact,
+    entry_rows,
+    finish,
+    list_entries,
+)
 
 __all__ = ["SCHEMA", "Inventory", "KeyHistory", "iter_histories"]
 
@@ -142,28 +151,19 @@ class _SortedStrings:
 class Inventory:
     """Every version and delete marker under ``bucket/prefix``, from one listing sweep."""
 
-    def __init__(self, bucket: str, prefix: str, table: pa.Table, *, pages: int = 0, seconds: float = 0.0,
-                 listed_at: datetime | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str, table: pa.Table | Listing, *, pages: int = 0,
+                 seconds: float = 0.0, listed_at: datetime | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.pages = pages
         self.seconds = seconds
         self.listed_at = listed_at or datetime.now(timezone.utc)
-        table = table.combine_chunks() if table.num_rows else table
-        keys = table.column("key")
-        keys = keys.chunk(0) if keys.num_chunks == 1 else pa.array([], pa.string())
-        n = table.num_rows
-        if n:
-            starts = pc.not_equal(keys.slice(0, n - 1), keys.slice(1))
-            firsts = pc.indices_nonzero(pa.concat_arrays([pa.array([True]), starts])).cast(pa.int64())
-        else:
-            firsts = pa.array([], pa.int64())
+        listing = table if isinstance(table, Listing) else finish([compact(table)], set())
         # The distinct keys once (the entries keep no key column) and where each key's entries start.
-        self._keys: pa.StringArray = keys.take(firsts) if n else pa.array([], pa.string())
-        if self._keys.offset or not isinstance(self._keys, pa.StringArray):
-            self._keys = pa.concat_arrays([self._keys])
-        self._starts = pa.concat_arrays([firsts, pa.array([n], pa.int64())])
-        self._entries = table.drop_columns(["key"])
+        keys = listing.keys
+        self._keys: pa.StringArray = pa.concat_arrays([keys]) if keys.offset else keys
+        self._starts: pa.Int64Array = listing.starts
+        self._entries = listing.entries
         self._search = _SortedStrings(self._keys)
 
     # building -------------------------------------------------------------------------------------
@@ -199,22 +199,19 @@ class Inventory:
 
     @classmethod
     def sweep(cls, client: Any, bucket: str, prefix: str, *, on_page: Callable[[int], None] | None = None,
-              concurrency: int = 1, page_size: int = 1000) -> Inventory:
+              concurrency: int = LIST_CONCURRENCY, page_size: int = 1000) -> Inventory:
         """A paginated ListObjectVersions walk of ``prefix``: ``concurrency`` key ranges listed at once."""
         started = time.monotonic()
         listed_at = datetime.now(timezone.utc)
         listing = list_entries(client, bucket, prefix, page_size=page_size, concurrency=concurrency, on_page=on_page)
-        return cls(bucket, prefix, listing.table, pages=listing.pages, seconds=time.monotonic() - started,
+        return cls(bucket, prefix, listing, pages=listing.pages, seconds=time.monotonic() - started,
                    listed_at=listed_at)
 
     # reading --------------------------------------------------------------------------------------
     @property
     def table(self) -> pa.Table:
         """Every entry as one row (SCHEMA), in listing order; built on demand."""
-        counts = pc.subtract(self._starts.slice(1), self._starts.slice(0, len(self._keys)))
-        index = pa.array([i for i, c in enumerate(counts.to_pylist()) for _ in range(c)], pa.int64())
-        keys = self._keys.take(index)
-        return self._entries.add_column(0, SCHEMA.field("key"), keys)
+        return Listing(self._keys, self._starts, self._entries).table()
 
     def __len__(self) -> int:
         return self._entries.num_rows

@@ -34,6 +34,8 @@ import pyarrow.compute as pc
 
 # A safety bound on one walk: 10 million pages is 10 billion versions.
 MAX_PAGES = 10_000_000
+# Key ranges listed at once by a sweep (see airflow_fuse.listing_ranges).
+LIST_CONCURRENCY = 16
 
 SCHEMA = pa.schema(
     [
@@ -273,14 +275,16 @@ def _strings(raw: Any, *, url_decode: bool = False) -> pa.Array:
         text = raw.cast(pa.string())
     except pa.ArrowInvalid:
         raise ValueError("not UTF-8") from None
-    special = [b"&", b"\r", b"%", b"+"] if url_decode else [b"&", b"\r"]
-    flagged = None
-    for char in special:
-        hit = pc.match_substring(text, char.decode())
-        flagged = hit if flagged is None else pc.or_(flagged, hit)
-    if flagged is None or not pc.any(flagged).as_py():
+    data = raw.buffers()[2]
+    if data is None:
         return text
-    return pa.array(_texts(raw.to_pylist(), url_decode=url_decode), pa.string())
+    values = data.to_pybytes()  # every value's bytes, one after the other
+    if b"\r" in values or b"&#" in values or (url_decode and (b"%" in values or b"+" in values)):
+        return pa.array(_texts(raw.to_pylist(), url_decode=url_decode), pa.string())
+    for entity, char in _ENTITIES:  # named entities only (ETags' &quot;): replaced in Arrow, &amp; last
+        if entity.encode() in values:
+            text = pc.replace_substring(text, entity, char)
+    return text
 
 
 def _assemble(body: bytes, is_marker: pa.BooleanArray, columns: dict[bytes, Any]) -> Page:
@@ -310,7 +314,7 @@ def _assemble(body: bytes, is_marker: pa.BooleanArray, columns: dict[bytes, Any]
 
 def _parse_fast(body: bytes) -> Page | None:
     """The regular-expression scan; None when the body is not the plain form it expects."""
-    if b"<![CDATA[" in body or body.count(b"<" + _ROOT) != 1:
+    if b"<![CDATA[" in body or body.find(b"<" + _ROOT) < 0:
         return None
     try:
         return _parse_template(body) or _parse_by_field(body)
@@ -388,12 +392,15 @@ _EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><ListVersionsResult></ListVersi
 _calling = threading.local()
 
 
-def _keep_raw_body(response_dict: Any = None, customized_response_dict: Any = None, **_: Any) -> None:
+def _keep_raw_body(response_dict: Any = None, customized_response_dict: Any = None, operation_model: Any = None,
+                   **_: Any) -> None:
     """before-parse: for this module's own calls, keep a complete 200 body aside and let botocore parse nothing.
 
     Anything else (errors, a body cut short by the network) is left to botocore, which retries or raises.
     """
     if not getattr(_calling, "raw", False) or response_dict is None or customized_response_dict is None:
+        return
+    if getattr(operation_model, "name", "ListObjectVersions") != "ListObjectVersions":
         return
     body = response_dict.get("body")
     if response_dict.get("status_code") != 200 or not isinstance(body, (bytes, bytearray)):
@@ -405,12 +412,25 @@ def _keep_raw_body(response_dict: Any = None, customized_response_dict: Any = No
 
 
 def _ensure_raw_handler(client: Any) -> None:
-    if not getattr(client, _HANDLER_ATTR, False):
-        # Registered first: botocore's own first handler (S3 errors in 200 responses) then parses the empty
-        # stand-in instead of a whole page with ElementTree.
-        client.meta.events.register_first("before-parse.s3.ListObjectVersions", _keep_raw_body,
-                                          unique_id="airflow-fuse-raw-listing")
-        setattr(client, _HANDLER_ATTR, True)
+    """Put :func:`_keep_raw_body` before every other before-parse handler of the client's S3 calls.
+
+    botocore's first handler there parses every 200 body with ElementTree to find S3 errors hidden in it
+    (about half of the client CPU of a listing page). Ours must run first so that it sees the stand-in: it is
+    put back behind ours. It still checks every other response, and ours hands it only complete listings.
+    """
+    if getattr(client, _HANDLER_ATTR, False):
+        return
+    events = client.meta.events
+    try:
+        from botocore.handlers import _handle_200_error as botocore_check
+    except ImportError:  # pragma: no cover - another botocore: ours simply runs after it
+        botocore_check = None
+    if botocore_check is not None:
+        events.unregister("before-parse.s3.*", botocore_check)
+    events.register_first("before-parse.s3.*", _keep_raw_body, unique_id="airflow-fuse-raw-listing")
+    if botocore_check is not None:
+        events.register_first("before-parse.s3.*", botocore_check)
+    setattr(client, _HANDLER_ATTR, True)
 
 
 def list_page(client: Any, **kwargs: Any) -> Page:
@@ -455,7 +475,7 @@ def _continuation(page: Page) -> tuple[str | None, str | None]:
     entries = page.entries
     if entries.num_rows:
         keys = entries.column("key")
-        last_key = keys[-1].as_py()
+        last_key = pc.max(keys).as_py()  # moto lists a page's markers after its versions: not the last row
         if next_version is None:
             return last_key, None
         same = pc.equal(keys, last_key)
@@ -505,35 +525,79 @@ def markers_first_on_ties(orders: list[str] | set[str]) -> bool:
     return "interleaved" not in orders and "versions-first" in orders
 
 
-def sort_entries(table: pa.Table, *, markers_first: bool) -> pa.Table:
-    """Keys ascending (UTF-8 byte order, as S3 lists), each key's entries: the current one first, then newest
-    LastModified first, ties in listing order (markers first with ``markers_first``). A stable sort: entries
-    already in that order (the usual case) stay where they are, and nothing is copied then."""
+def key_order(table: pa.Table) -> pa.Table:
+    """Keys ascending (UTF-8 byte order, as S3 lists), each key's entries in the order given (a stable sort;
+    nothing is copied when already so: moto's pages, versions then markers, are not)."""
     n = table.num_rows
     if n < 2:
         return table
     keys = table.column("key")
-    ordered = pc.all(pc.less_equal(keys.slice(0, n - 1), keys.slice(1))).as_py()
-    if not ordered:  # moto's pages (versions, then markers): keys in order first, listing order kept (stable)
-        table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
-        keys = table.column("key")
-    head, tail = keys.slice(0, n - 1), keys.slice(1)
-    starts = pa.concat_arrays([pa.array([True]), pc.not_equal(head, tail).combine_chunks()])
-    not_latest = pc.invert(table.column("is_latest"))
-    age = pc.negate(table.column("last_modified").cast(pa.int64()))
-    tie = pc.invert(table.column("is_delete_marker")) if markers_first else pa.array([False] * n)
+    if pc.all(pc.less_equal(keys.slice(0, n - 1), keys.slice(1))).as_py():
+        return table
+    return table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
+
+
+def order_within_keys(entries: pa.Table, group: pa.Array, *, markers_first: bool) -> pa.Table:
+    """Each key's entries (rows of one ``group`` id, contiguous): the current one first, then newest
+    LastModified first, ties in listing order (markers first with ``markers_first``). Only copied when some
+    key's entries are not in that order already."""
+    n = entries.num_rows
+    if n < 2:
+        return entries
+    not_latest = pc.invert(entries.column("is_latest"))
+    age = pc.negate(entries.column("last_modified").cast(pa.int64()))
+    tie = pc.invert(entries.column("is_delete_marker")) if markers_first else pa.nulls(n, pa.bool_()).fill_null(False)
     # Out of order where a row and the next, of the same key, compare greater on (not latest, age, tie).
     a, b = (lambda c: c.slice(0, n - 1)), (lambda c: c.slice(1))
     greater = pc.or_(pc.greater(a(not_latest), b(not_latest)), pc.and_(
         pc.equal(a(not_latest), b(not_latest)),
         pc.or_(pc.greater(a(age), b(age)), pc.and_(pc.equal(a(age), b(age)), pc.greater(a(tie), b(tie))))))
-    if not pc.any(pc.and_(greater, pc.invert(starts.slice(1)))).as_py():
-        return table
-    group = pc.cumulative_sum(starts.cast(pa.int64()))
+    if not pc.any(pc.and_(greater, pc.equal(a(group), b(group)))).as_py():
+        return entries
     keys_table = pa.table({"g": group, "l": not_latest, "a": age, "t": tie})
     order = pc.sort_indices(keys_table, sort_keys=[("g", "ascending"), ("l", "ascending"), ("a", "ascending"),
                                                    ("t", "ascending")])
-    return table.take(order)
+    return entries.take(order)
+
+
+def sort_entries(table: pa.Table, *, markers_first: bool) -> pa.Table:
+    """Keys ascending, each key's entries as :func:`order_within_keys` puts them."""
+    table = key_order(table)
+    n = table.num_rows
+    if n < 2:
+        return table
+    keys = table.column("key")
+    changes = pc.not_equal(keys.slice(0, n - 1), keys.slice(1))
+    group = pc.cumulative_sum(pa.concat_arrays([pa.array([False]), pa.concat_arrays(changes.chunks)])
+                              .cast(pa.int64()))
+    return order_within_keys(table, group, markers_first=markers_first)
+
+
+@dataclass
+class Chunk:
+    """Part of a listing in key order, each key once: ``keys`` (ascending), ``lengths`` (entries per key) and
+    ``entries`` (SCHEMA without the key column). A key may go on in the next chunk."""
+
+    keys: pa.Array
+    lengths: pa.Array
+    entries: pa.Table
+
+
+def compact(table: pa.Table) -> Chunk:
+    """A page's entries (any order) as a chunk: keys in order, each key's entries in the order given."""
+    table = key_order(table)
+    n = table.num_rows
+    keys = table.column("key")
+    keys = pa.concat_arrays(keys.chunks) if keys.num_chunks != 1 else keys.chunk(0)
+    if n:
+        starts = pa.concat_arrays([pa.array([True]), pc.not_equal(keys.slice(0, n - 1), keys.slice(1))])
+        firsts = pc.indices_nonzero(starts).cast(pa.int64())
+        bounds = pa.concat_arrays([firsts, pa.array([n], pa.int64())])
+        lengths = pc.subtract(bounds.slice(1), bounds.slice(0, len(firsts)))
+        keys = keys.take(firsts)
+    else:
+        lengths = pa.array([], pa.int64())
+    return Chunk(keys, lengths, table.drop_columns(["key"]))
 
 
 # entries ------------------------------------------------------------------------------------------------
@@ -574,10 +638,24 @@ def iter_object_versions(
 
 @dataclass
 class Listing:
-    """Every entry under a prefix, sorted (see :func:`sort_entries`), and the requests it took."""
+    """Every entry under a prefix in listing order, each key once: ``keys`` (distinct, ascending), ``starts``
+    (the first row of each key's entries, then the number of rows) and ``entries`` (SCHEMA without the key)."""
 
-    table: pa.Table
-    pages: int
+    keys: pa.StringArray
+    starts: pa.Int64Array
+    entries: pa.Table
+    pages: int = 0
+    ranges: int = 1
+
+    def group(self) -> pa.Array:
+        """The index of each row's key."""
+        n = self.entries.num_rows
+        lists = pa.LargeListArray.from_arrays(self.starts, pa.nulls(n))
+        return pc.list_parent_indices(lists)
+
+    def table(self) -> pa.Table:
+        """Every entry as one row (SCHEMA)."""
+        return self.entries.add_column(0, SCHEMA.field("key"), self.keys.take(self.group()))
 
 
 class _PageCounter:
@@ -595,13 +673,32 @@ class _PageCounter:
                 self._on_page(entries)
 
 
-def finish(tables: list[pa.Table], orders: set[str]) -> pa.Table:
-    """Pages' tables, in key order, as one sorted listing."""
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    return sort_entries(table, markers_first=markers_first_on_ties(orders))
+def finish(chunks: list[Chunk], orders: set[str]) -> Listing:
+    """Chunks in key order (a key's entries may straddle two) as one listing, each key's entries sorted."""
+    chunks = [c for c in chunks if c.entries.num_rows]
+    if not chunks:
+        return Listing(pa.array([], pa.string()), pa.array([0], pa.int64()), SCHEMA.empty_table().drop_columns(["key"]))
+    keys = pa.concat_arrays([c.keys for c in chunks])
+    lengths = pa.concat_arrays([c.lengths for c in chunks])
+    entries = pa.concat_tables([c.entries for c in chunks])
+    ends = pc.cumulative_sum(lengths)
+    starts = pa.concat_arrays([pa.array([0], pa.int64()), ends.slice(0, len(ends) - 1)])
+    if len(keys) > 1:
+        same = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
+        if pc.any(same).as_py():  # keys straddling two chunks: one key
+            keep = pa.concat_arrays([pa.array([True]), pc.invert(same)])
+            keys, starts = keys.filter(keep), starts.filter(keep)
+        if not pc.all(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py():
+            # Chunks out of key order (not from one walk): sort the rows whole.
+            whole = Listing(keys, pa.concat_arrays([starts, pa.array([entries.num_rows], pa.int64())]), entries)
+            return finish([compact(whole.table())], orders)
+    listing = Listing(keys, pa.concat_arrays([starts, pa.array([entries.num_rows], pa.int64())]), entries)
+    listing.entries = order_within_keys(entries, listing.group(), markers_first=markers_first_on_ties(orders))
+    return listing
 
 
-def list_entries(client: Any, bucket: str, prefix: str, *, page_size: int = 1000, concurrency: int = 1,
+def list_entries(client: Any, bucket: str, prefix: str, *, page_size: int = 1000,
+                 concurrency: int = LIST_CONCURRENCY,
                  on_page: Callable[[int], None] | None = None) -> Listing:
     """Every version and delete marker under ``prefix`` as one table; ``concurrency`` > 1 lists key ranges at
     once (see :mod:`airflow_fuse.listing_ranges`), with the same result as one sequential walk."""
@@ -609,11 +706,13 @@ def list_entries(client: Any, bucket: str, prefix: str, *, page_size: int = 1000
     if concurrency > 1:
         from airflow_fuse.listing_ranges import list_ranges
 
-        tables, orders = list_ranges(client, bucket, prefix, page_size=page_size, concurrency=concurrency,
-                                     on_page=counter)
+        chunks, orders, ranges = list_ranges(client, bucket, prefix, page_size=page_size, concurrency=concurrency,
+                                             on_page=counter)
     else:
-        tables, orders = [], set()
+        chunks, orders, ranges = [], set(), 1
         for page in iter_pages(client, bucket, prefix, page_size=page_size, on_page=counter):
-            tables.append(page.entries)
+            chunks.append(compact(page.entries))
             orders.add(page.order)
-    return Listing(finish(tables, orders), counter.pages)
+    listing = finish(chunks, orders)
+    listing.pages, listing.ranges = counter.pages, ranges
+    return listing

@@ -25,10 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_fuse.listing import MAX_PAGES, Page, _continuation, list_page
+from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, list_page
 
 # Guesses probed at once on the first cut (a multiple of the concurrency), and the deepest level tried.
 _GUESSES_PER_WORKER = 4
@@ -41,7 +40,7 @@ _LOW, _HIGH = 0x20, 0x7F
 class _Range:
     after: str | None  # exclusive start: None from the start of the prefix
     end: str | None  # inclusive end: None to the end of the prefix
-    tables: list[pa.Table] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
     orders: set[str] = field(default_factory=set)
     kept: str | None = None  # the greatest key listed so far (its entries may go on in the next page)
     markers: tuple[str, str | None] | None = None  # where the next page starts; None before the first
@@ -151,9 +150,10 @@ class _Lister:
         if inside is not None:
             table = table.filter(inside)
         if table.num_rows:
-            r.tables.append(table)
+            chunk = compact(table)
+            r.chunks.append(chunk)
             r.orders.add(page.order)
-            r.kept = table.column("key")[-1].as_py()
+            r.kept = chunk.keys[-1].as_py()
         if past or not page.truncated:
             r.done = True
             return
@@ -184,20 +184,20 @@ class _Lister:
         return between(low, high)
 
     # the walk ---------------------------------------------------------------------------------------
-    def run(self) -> tuple[list[pa.Table], set[str]]:
+    def run(self) -> tuple[list[Chunk], set[str], int]:
         first = self._page(None)
         whole = _Range(after=None, end=None)
         self.ranges.append(whole)
         self._take(whole, first)
         if whole.done:
-            return whole.tables, whole.orders
+            return whole.chunks, whole.orders, 1
         with futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="fuse-list") as pool:
             self._first_cut(pool, whole, first)
             self._walk(pool)
         self.ranges.sort(key=lambda r: (r.after is not None, r.after or ""))
-        tables = [t for r in self.ranges for t in r.tables]
+        chunks = [c for r in self.ranges for c in r.chunks]
         orders = {o for r in self.ranges for o in r.orders}
-        return tables, orders
+        return chunks, orders, len(self.ranges)
 
     def _first_cut(self, pool: futures.ThreadPoolExecutor, whole: _Range, first: Page) -> None:
         keys = pc.unique(first.entries.column("key")).to_pylist()
@@ -265,7 +265,7 @@ class _Lister:
 
 
 def list_ranges(client: Any, bucket: str, prefix: str, *, page_size: int, concurrency: int,
-                on_page: Callable[[int], None]) -> tuple[list[pa.Table], set[str]]:
-    """Every entry under ``prefix``, as pages' tables in key order (not yet sorted within keys) and the orders
-    the pages showed (see :func:`airflow_fuse.listing.markers_first_on_ties`)."""
+                on_page: Callable[[int], None]) -> tuple[list[Chunk], set[str], int]:
+    """Every entry under ``prefix``, as chunks in key order (not yet sorted within keys), the orders the
+    pages showed (see :func:`airflow_fuse.listing.markers_first_on_ties`) and how many ranges were listed."""
     return _Lister(client, bucket, prefix, page_size, concurrency, on_page).run()
