@@ -230,22 +230,33 @@ def _compiled(pattern: bytes) -> re.Pattern[bytes]:
 def _parse_template(body: bytes) -> Page | None:
     """Versions and markers each matched whole, in one scan, by a regular expression made from the page's
     first entry of each kind."""
-    n_versions, n_markers = body.count(b"<Version>"), body.count(b"<DeleteMarker>")
     alternatives, layouts = [], []
-    for kind, count in ((b"Version", n_versions), (b"DeleteMarker", n_markers)):
-        if count:
+    first, last = len(body), -1
+    for kind in (b"Version", b"DeleteMarker"):
+        start = body.find(b"<" + kind + b">")
+        if start >= 0:
             found = _template(body, kind)
             if found is None:
                 return None
             alternatives.append(found[0])
             layouts.append((kind, found[1]))
+            first, last = min(first, start), max(last, body.rfind(b"</" + kind + b">") + len(kind) + 3)
     if not alternatives:
+        if b"<![CDATA[" in body:
+            return None
         return _assemble(body, pa.array([], pa.bool_()), {name: [] for name in _FIELDS})
-    matches = _compiled(b"|".join(alternatives)).findall(body)
-    if len(matches) != n_versions + n_markers:
+    tail = body[last:]
+    if b"<![CDATA[" in body[:first] or b"<![CDATA[" in tail or b"<Version>" in tail or b"<DeleteMarker>" in tail:
         return None
-    width = sum(len(fields) for _, fields in layouts)
-    values = list(zip(*matches, strict=True)) if width > 1 else [matches]
+    # The whole entry is captured too: when the matches cover every byte from the first entry to the end of
+    # the last, no entry was skipped (and none holds CDATA). Else count the entries.
+    matches = _compiled(b"(" + b"|".join(alternatives) + b")").findall(body)
+    if not matches:
+        return None
+    whole, *values = zip(*matches, strict=True)
+    if sum(map(len, whole)) != last - first:
+        if b"<![CDATA[" in body or len(matches) != body.count(b"<Version>") + body.count(b"<DeleteMarker>"):
+            return None
     # One column per (kind, field); a row holds '' in the other kind's columns. Keys are never empty.
     by_kind: dict[bytes, dict[bytes, pa.Array]] = {}
     at = 0
@@ -314,10 +325,13 @@ def _assemble(body: bytes, is_marker: pa.BooleanArray, columns: dict[bytes, Any]
 
 def _parse_fast(body: bytes) -> Page | None:
     """The regular-expression scan; None when the body is not the plain form it expects."""
-    if b"<![CDATA[" in body or body.find(b"<" + _ROOT) < 0:
-        return None
+    if body.find(b"<" + _ROOT) < 0 or not body[-64:].rstrip().endswith(b"</" + _ROOT + b">"):
+        return None  # not a whole listing: ElementTree says what is wrong
     try:
-        return _parse_template(body) or _parse_by_field(body)
+        page = _parse_template(body)
+        if page is not None or b"<![CDATA[" in body:
+            return page
+        return _parse_by_field(body)
     except (ValueError, pa.ArrowInvalid):
         return None
 
