@@ -9,6 +9,7 @@ walks them all: a million entries take tens of megabytes, not the gigabytes of P
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def iter_histories(entries: Iterable[VersionEntry]) -> Iterator[KeyHistory]:
 class KeyList(Sequence[str]):
     """The listing's distinct keys, ascending, read from the Arrow column a slice at a time."""
 
-    def __init__(self, keys: pa.StringArray, find: Callable[[str], int | None]) -> None:
+    def __init__(self, keys: pa.ChunkedArray, find: Callable[[str], int | None]) -> None:
         self._keys = keys
         self._find = find
 
@@ -123,19 +124,31 @@ class KeyList(Sequence[str]):
 
 
 class _SortedStrings:
-    """Binary search over a sorted Arrow string array, straight on its offsets and data buffers."""
+    """Binary search over sorted Arrow strings (chunks in order), straight on their offsets and data buffers."""
 
-    def __init__(self, array: pa.StringArray) -> None:
-        self._n = len(array)
-        buffers = array.buffers()
-        self._offsets = memoryview(buffers[1]).cast("i") if self._n else memoryview(b"").cast("i")
-        self._data = memoryview(buffers[2]) if self._n and buffers[2] is not None else memoryview(b"")
-        self._base = array.offset
+    def __init__(self, array: pa.ChunkedArray | pa.StringArray) -> None:
+        chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+        self._chunks: list[tuple[int, int, memoryview, memoryview, int]] = []  # (first index, n, offsets, data, base)
+        self._firsts: list[bytes] = []
+        index = 0
+        for chunk in chunks:
+            n = len(chunk)
+            if not n:
+                continue
+            buffers = chunk.buffers()
+            data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
+            offsets = memoryview(buffers[1]).cast("i")
+            self._chunks.append((index, n, offsets, data, chunk.offset))
+            self._firsts.append(data[offsets[chunk.offset]:offsets[chunk.offset + 1]].tobytes())
+            index += n
 
     def find(self, key: str) -> int | None:
         target = key.encode("utf-8")
-        offsets, data, base = self._offsets, self._data, self._base
-        lo, hi = 0, self._n
+        which = bisect.bisect_right(self._firsts, target) - 1
+        if which < 0:
+            return None
+        first, n, offsets, data, base = self._chunks[which]
+        lo, hi = 0, n
         while lo < hi:
             mid = (lo + hi) // 2
             value = data[offsets[base + mid]:offsets[base + mid + 1]].tobytes()
@@ -144,7 +157,7 @@ class _SortedStrings:
             elif value > target:
                 hi = mid
             else:
-                return mid
+                return first + mid
         return None
 
 
@@ -160,8 +173,8 @@ class Inventory:
         self.listed_at = listed_at or datetime.now(timezone.utc)
         listing = table if isinstance(table, Listing) else finish([compact(table)], set())
         # The distinct keys once (the entries keep no key column) and where each key's entries start.
-        keys = listing.keys
-        self._keys: pa.StringArray = pa.concat_arrays([keys]) if keys.offset else keys
+        self._keys: pa.ChunkedArray = (listing.keys if isinstance(listing.keys, pa.ChunkedArray)
+                                       else pa.chunked_array([listing.keys], pa.string()))
         self._starts: pa.Int64Array = listing.starts
         self._entries = listing.entries
         self._search = _SortedStrings(self._keys)

@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 MAX_PAGES = 10_000_000
 # Key ranges listed at once by a sweep (see airflow_fuse.listing_ranges).
 LIST_CONCURRENCY = 16
+_RELEASE_EVERY = 32  # pages
 
 SCHEMA = pa.schema(
     [
@@ -447,8 +448,9 @@ def _ensure_raw_handler(client: Any) -> None:
     setattr(client, _HANDLER_ATTR, True)
 
 
-def list_page(client: Any, **kwargs: Any) -> Page:
-    """One ListObjectVersions call (botocore signs, sends, retries), parsed into columns."""
+def fetch_page(client: Any, **kwargs: Any) -> bytes | dict:
+    """One ListObjectVersions call (botocore signs, sends, retries): the raw XML body, or botocore's parsed
+    response when another handler took the body (a stubbed client)."""
     _ensure_raw_handler(client)
     _calling.raw = True
     try:
@@ -456,9 +458,17 @@ def list_page(client: Any, **kwargs: Any) -> Page:
     finally:
         _calling.raw = False
     body = response.get(_RAW_FIELD)
-    if body is None:  # another handler took the body (or a stubbed client): parse botocore's dicts
-        return _page_from_parsed(response)
-    return parse_list_versions(body)
+    return response if body is None else body
+
+
+def page_of(fetched: bytes | dict) -> Page:
+    """A fetched page as columns."""
+    return _page_from_parsed(fetched) if isinstance(fetched, dict) else parse_list_versions(fetched)
+
+
+def list_page(client: Any, **kwargs: Any) -> Page:
+    """One ListObjectVersions call, parsed into columns."""
+    return page_of(fetch_page(client, **kwargs))
 
 
 def _page_from_parsed(response: dict) -> Page:
@@ -551,26 +561,36 @@ def key_order(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
 
 
+def _disordered(entries: pa.Table, same_key: pa.Array, *, markers_first: bool) -> bool:
+    """Whether some row and the next, of the same key (``same_key``: one flag per adjacent pair), are out of
+    order: (not latest, older, version before marker if ``markers_first``) greater for the first."""
+    n = entries.num_rows
+    if n < 2:
+        return False
+    a, b = (lambda c: c.slice(0, n - 1)), (lambda c: c.slice(1))
+    latest, modified = entries.column("is_latest"), entries.column("last_modified")
+    greater = pc.less(a(latest), b(latest))  # not_latest greater: the first is not latest, the next is
+    level = pc.equal(a(latest), b(latest))
+    older = pc.less(a(modified), b(modified))
+    if markers_first:
+        marker = entries.column("is_delete_marker")
+        older = pc.or_(older, pc.and_(pc.equal(a(modified), b(modified)), pc.less(a(marker), b(marker))))
+    greater = pc.or_(greater, pc.and_(level, older))
+    return bool(pc.any(pc.and_(greater, same_key)).as_py())
+
+
 def order_within_keys(entries: pa.Table, group: pa.Array, *, markers_first: bool) -> pa.Table:
     """Each key's entries (rows of one ``group`` id, contiguous): the current one first, then newest
     LastModified first, ties in listing order (markers first with ``markers_first``). Only copied when some
     key's entries are not in that order already."""
     n = entries.num_rows
-    if n < 2:
+    if n < 2 or not _disordered(entries, pc.equal(group.slice(0, n - 1), group.slice(1)),
+                                markers_first=markers_first):
         return entries
-    not_latest = pc.invert(entries.column("is_latest"))
-    age = pc.negate(entries.column("last_modified").cast(pa.int64()))
-    tie = pc.invert(entries.column("is_delete_marker")) if markers_first else pa.nulls(n, pa.bool_()).fill_null(False)
-    # Out of order where a row and the next, of the same key, compare greater on (not latest, age, tie).
-    a, b = (lambda c: c.slice(0, n - 1)), (lambda c: c.slice(1))
-    greater = pc.or_(pc.greater(a(not_latest), b(not_latest)), pc.and_(
-        pc.equal(a(not_latest), b(not_latest)),
-        pc.or_(pc.greater(a(age), b(age)), pc.and_(pc.equal(a(age), b(age)), pc.greater(a(tie), b(tie))))))
-    if not pc.any(pc.and_(greater, pc.equal(a(group), b(group)))).as_py():
-        return entries
-    keys_table = pa.table({"g": group, "l": not_latest, "a": age, "t": tie})
-    order = pc.sort_indices(keys_table, sort_keys=[("g", "ascending"), ("l", "ascending"), ("a", "ascending"),
-                                                   ("t", "ascending")])
+    sort_keys = pa.table({"g": group, "l": entries.column("is_latest"), "t": entries.column("last_modified"),
+                          "m": entries.column("is_delete_marker")})
+    order = pc.sort_indices(sort_keys, sort_keys=[("g", "ascending"), ("l", "descending"), ("t", "descending")]
+                            + ([("m", "descending")] if markers_first else []))
     return entries.take(order)
 
 
@@ -595,6 +615,8 @@ class Chunk:
     keys: pa.Array
     lengths: pa.Array
     entries: pa.Table
+    # Whether some key's entries in the chunk are out of order, with ties as listed / markers first.
+    disordered: tuple[bool, bool] = (False, False)
 
 
 def compact(table: pa.Table) -> Chunk:
@@ -609,9 +631,13 @@ def compact(table: pa.Table) -> Chunk:
         bounds = pa.concat_arrays([firsts, pa.array([n], pa.int64())])
         lengths = pc.subtract(bounds.slice(1), bounds.slice(0, len(firsts)))
         keys = keys.take(firsts)
+        same_key = pc.invert(starts.slice(1))
+        disordered = (_disordered(table, same_key, markers_first=False),
+                      _disordered(table, same_key, markers_first=True))
     else:
         lengths = pa.array([], pa.int64())
-    return Chunk(keys, lengths, table.drop_columns(["key"]))
+        disordered = (False, False)
+    return Chunk(keys, lengths, table.drop_columns(["key"]), disordered)
 
 
 # entries ------------------------------------------------------------------------------------------------
@@ -655,7 +681,7 @@ class Listing:
     """Every entry under a prefix in listing order, each key once: ``keys`` (distinct, ascending), ``starts``
     (the first row of each key's entries, then the number of rows) and ``entries`` (SCHEMA without the key)."""
 
-    keys: pa.StringArray
+    keys: pa.ChunkedArray
     starts: pa.Int64Array
     entries: pa.Table
     pages: int = 0
@@ -683,31 +709,74 @@ class _PageCounter:
     def __call__(self, entries: int) -> None:
         with self._lock:
             self.pages += 1
+            if self.pages % _RELEASE_EVERY == 0:
+                # Parsing a page makes several times its columns' size in short-lived arrays; the allocator
+                # keeps what they free for reuse, which grows with the walk unless handed back now and then.
+                pa.default_memory_pool().release_unused()
             if self._on_page is not None:
                 self._on_page(entries)
 
 
+def _row(entries: pa.Table, i: int) -> tuple:
+    return tuple(entries.column(name)[i].as_py() for name in ("is_latest", "last_modified", "is_delete_marker"))
+
+
+def _straddle_disordered(before: Chunk, after: Chunk, *, markers_first: bool) -> bool:
+    """Whether the last entry of a key that goes on from ``before`` into ``after`` and its next are out of
+    order."""
+    if not len(before.keys) or not len(after.keys) or before.keys[-1] != after.keys[0]:
+        return False
+    a, b = _row(before.entries, before.entries.num_rows - 1), _row(after.entries, 0)
+    a_key = (not a[0], -a[1].timestamp(), (not a[2]) if markers_first else False)
+    b_key = (not b[0], -b[1].timestamp(), (not b[2]) if markers_first else False)
+    return a_key > b_key
+
+
 def finish(chunks: list[Chunk], orders: set[str]) -> Listing:
-    """Chunks in key order (a key's entries may straddle two) as one listing, each key's entries sorted."""
-    chunks = [c for c in chunks if c.entries.num_rows]
-    if not chunks:
-        return Listing(pa.array([], pa.string()), pa.array([0], pa.int64()), SCHEMA.empty_table().drop_columns(["key"]))
-    keys = pa.concat_arrays([c.keys for c in chunks])
-    lengths = pa.concat_arrays([c.lengths for c in chunks])
-    entries = pa.concat_tables([c.entries for c in chunks])
+    """Chunks in key order (a key's entries may straddle two) as one listing, each key's entries sorted.
+    ``chunks`` is emptied: their memory goes to the listing."""
+    markers_first = markers_first_on_ties(orders)
+    present = [c for c in chunks if c.entries.num_rows]
+    chunks.clear()
+    if not present:
+        return Listing(pa.chunked_array([], pa.string()), pa.array([0], pa.int64()),
+                       SCHEMA.empty_table().drop_columns(["key"]))
+    disordered = any(c.disordered[markers_first] for c in present) or any(
+        _straddle_disordered(x, y, markers_first=markers_first) for x, y in zip(present, present[1:], strict=False))
+    # Keys stay in their chunks (no copy: freed page memory would be left as holes between the entries).
+    key_chunks: list[pa.Array] = []
+    straddling: list[int] = []  # positions, among all chunks' keys, of a key going on from the previous chunk
+    previous: str | None = None
+    ordered = True
+    at = 0
+    for chunk in present:
+        keys = chunk.keys
+        first = keys[0].as_py()
+        if first == previous:
+            straddling.append(at)
+        elif previous is not None and first < previous:
+            ordered = False
+        key_chunks.append(keys.slice(1) if first == previous else keys)
+        previous = keys[-1].as_py()
+        at += len(keys)
+    lengths = pa.concat_arrays([c.lengths for c in present])
+    entries = pa.concat_tables([c.entries for c in present])
     ends = pc.cumulative_sum(lengths)
     starts = pa.concat_arrays([pa.array([0], pa.int64()), ends.slice(0, len(ends) - 1)])
-    if len(keys) > 1:
-        same = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
-        if pc.any(same).as_py():  # keys straddling two chunks: one key
-            keep = pa.concat_arrays([pa.array([True]), pc.invert(same)])
-            keys, starts = keys.filter(keep), starts.filter(keep)
-        if not pc.all(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py():
-            # Chunks out of key order (not from one walk): sort the rows whole.
-            whole = Listing(keys, pa.concat_arrays([starts, pa.array([entries.num_rows], pa.int64())]), entries)
-            return finish([compact(whole.table())], orders)
+    if straddling:  # one key: its entries start where the previous chunk's part of them does
+        mask = [True] * at
+        for position in straddling:
+            mask[position] = False
+        starts = starts.filter(pa.array(mask, pa.bool_()))
+    keys = pa.chunked_array(key_chunks, pa.string())
+    del present
+    if not ordered:
+        # Chunks out of key order (not from one walk): sort the rows whole.
+        whole = Listing(keys, pa.concat_arrays([starts, pa.array([entries.num_rows], pa.int64())]), entries)
+        return finish([compact(whole.table())], orders)
     listing = Listing(keys, pa.concat_arrays([starts, pa.array([entries.num_rows], pa.int64())]), entries)
-    listing.entries = order_within_keys(entries, listing.group(), markers_first=markers_first_on_ties(orders))
+    if disordered:
+        listing.entries = order_within_keys(entries, listing.group(), markers_first=markers_first)
     return listing
 
 
@@ -727,6 +796,7 @@ def list_entries(client: Any, bucket: str, prefix: str, *, page_size: int = 1000
         for page in iter_pages(client, bucket, prefix, page_size=page_size, on_page=counter):
             chunks.append(compact(page.entries))
             orders.add(page.order)
+    pa.default_memory_pool().release_unused()  # what the pages' parsing freed, kept by the allocator
     listing = finish(chunks, orders)
     listing.pages, listing.ranges = counter.pages, ranges
     return listing

@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, list_page
+from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, fetch_page, list_page, page_of
 
 # Guesses probed at once on the first cut (a multiple of the concurrency), and the deepest level tried.
 _GUESSES_PER_WORKER = 4
@@ -110,13 +110,18 @@ class _Lister:
         self.pages = 0
 
     # requests (worker threads) ------------------------------------------------------------------------
-    def _page(self, markers: tuple[str, str | None] | None) -> Page:
+    def _fetch(self, markers: tuple[str, str | None] | None) -> bytes | dict:
+        """A page's raw response (worker thread). Parsing is left to the coordinator: all the columns are then
+        made by one thread, whose allocator reuses what the previous page freed."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": self.page_size}
         if markers is not None:
             kwargs["KeyMarker"] = markers[0]
             if markers[1]:
                 kwargs["VersionIdMarker"] = markers[1]
-        page = list_page(self.client, **kwargs)
+        return fetch_page(self.client, **kwargs)
+
+    def _page(self, fetched: bytes | dict) -> Page:
+        page = page_of(fetched)
         self.on_page(page.entries.num_rows)
         return page
 
@@ -147,7 +152,7 @@ class _Lister:
             below = pc.less_equal(keys, r.end)
             past = not pc.all(below).as_py()
             inside = below if inside is None else pc.and_(inside, below)
-        if inside is not None:
+        if inside is not None and not pc.all(inside).as_py():
             table = table.filter(inside)
         if table.num_rows:
             chunk = compact(table)
@@ -185,7 +190,7 @@ class _Lister:
 
     # the walk ---------------------------------------------------------------------------------------
     def run(self) -> tuple[list[Chunk], set[str], int]:
-        first = self._page(None)
+        first = self._page(self._fetch(None))
         whole = _Range(after=None, end=None)
         self.ranges.append(whole)
         self._take(whole, first)
@@ -196,6 +201,8 @@ class _Lister:
             self._walk(pool)
         self.ranges.sort(key=lambda r: (r.after is not None, r.after or ""))
         chunks = [c for r in self.ranges for c in r.chunks]
+        for r in self.ranges:
+            r.chunks = []
         orders = {o for r in self.ranges for o in r.orders}
         return chunks, orders, len(self.ranges)
 
@@ -215,7 +222,7 @@ class _Lister:
                         break
                     if not r.done and not r.busy:
                         r.busy = True
-                        pending[pool.submit(self._page, r.markers)] = ("page", r, None)
+                        pending[pool.submit(self._fetch, r.markers)] = ("page", r, None)
                 while len(pending) < self.concurrency and self._may_probe():
                     r = self._widest()
                     guess = self._guess_for(r) if r is not None else None
@@ -231,7 +238,7 @@ class _Lister:
                     what, r, guess = pending.pop(future)
                     if what == "page":
                         r.busy = False
-                        self._take(r, future.result())
+                        self._take(r, self._page(future.result()))
                     else:
                         r.probing = False
                         key = future.result()
