@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, fetch_page, list_page, page_of
 
 # Guesses probed at once on the first cut (a multiple of the concurrency), and the deepest level tried.
-_GUESSES_PER_WORKER = 4
+_GUESSES_PER_WORKER = 2
 _MAX_DEPTH = 8
 # Characters a guess may end with when nothing better is known: printable ASCII.
 _LOW, _HIGH = 0x20, 0x7F
