@@ -270,3 +270,9 @@ class Inventory:
         at once (which are deleted, since when) without a Python object per key."""
         current = self._entries.take(self._starts.slice(0, len(self._keys)))
         return current.add_column(0, SCHEMA.field("key"), self._keys)
+
+    def deleted(self) -> pa.Table:
+        """The keys whose current entry is a delete marker (``key``, the marker's ``version_id`` and
+        ``last_modified``), answered on the columns: what the prefix layout restores by default."""
+        current = self.current_entries()
+        return current.filter(current.column("is_delete_marker")).select(["key", "version_id", "last_modified"])

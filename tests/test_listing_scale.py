@@ -171,3 +171,13 @@ def test_parallel_inventory_answers_as_the_sequential_one(s3, bucket):
     assert many_history.is_deleted and len(many_history.data_versions) == 7
     assert many.history("t/_b") is None and "t/nope" not in many and many.history("t0/outside") is None
     assert many.pages > one.pages  # small pages, and the probes that cut the key space
+
+
+def test_deleted_keys_come_from_the_columns(s3, bucket):
+    _write_table(s3, bucket)
+    inventory = Inventory.sweep(s3, bucket, "t/", concurrency=4, page_size=3)
+    deleted = inventory.deleted().to_pylist()
+    expected = [h for h in inventory.histories() if h.is_deleted]
+    assert [row["key"] for row in deleted] == [h.key for h in expected] and "t/_b/many" in [h.key for h in expected]
+    assert [(row["version_id"], row["last_modified"]) for row in deleted] == [
+        (h.current.version_id, h.current.last_modified) for h in expected]
