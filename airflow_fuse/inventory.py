@@ -171,7 +171,12 @@ class Inventory:
         self.pages = pages
         self.seconds = seconds
         self.listed_at = listed_at or datetime.now(timezone.utc)
-        listing = table if isinstance(table, Listing) else finish([compact(table)], set())
+        if isinstance(table, Listing):
+            listing = table
+        else:  # entries as given (keys grouped, each key's order kept: the caller's)
+            chunk = compact(table)
+            chunk.disordered = (False, False)
+            listing = finish([chunk], set())
         # The distinct keys once (the entries keep no key column) and where each key's entries start.
         self._keys: pa.ChunkedArray = (listing.keys if isinstance(listing.keys, pa.ChunkedArray)
                                        else pa.chunked_array([listing.keys], pa.string()))

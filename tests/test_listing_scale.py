@@ -181,3 +181,31 @@ def test_deleted_keys_come_from_the_columns(s3, bucket):
     assert [row["key"] for row in deleted] == [h.key for h in expected] and "t/_b/many" in [h.key for h in expected]
     assert [(row["version_id"], row["last_modified"]) for row in deleted] == [
         (h.current.version_id, h.current.last_modified) for h in expected]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["t/a", "t/a+", "t/b", "t/é", "t/z"]), st.booleans(),
+                          st.integers(0, 3)), min_size=1, max_size=30),
+       st.lists(st.integers(1, 29), max_size=5))
+def test_pages_cut_anywhere_make_the_same_listing(rows, cuts):
+    """However the server's pages cut a listing (inside a key's entries too), the chunks make one listing:
+    keys once, each key's entries newest first, as from a single page."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+
+    from airflow_fuse.listing import SCHEMA, compact, finish
+
+    rows = sorted(rows, key=lambda r: r[0])
+    when = [datetime(2026, 1, 1, 0, 0, 10 - seconds, tzinfo=timezone.utc) for _, _, seconds in rows]
+    table = pa.table({"key": [r[0] for r in rows], "version_id": [f"v{i}" for i in range(len(rows))],
+                      "is_delete_marker": [r[1] for r in rows], "is_latest": [False] * len(rows),
+                      "size": [0] * len(rows), "last_modified": when, "etag": [""] * len(rows)}, schema=SCHEMA)
+    bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
+    pieces = [compact(table.slice(a, b - a)) for a, b in zip(bounds, bounds[1:], strict=False)]
+    whole = finish([compact(table)], {"interleaved"})
+    cut = finish(pieces, {"interleaved"})
+    assert cut.table().equals(whole.table())
+    assert cut.keys.to_pylist() == sorted(set(table.column("key").to_pylist()))
+    listed = whole.table().to_pylist()
+    for a, b in zip(listed, listed[1:], strict=False):
+        assert a["key"] < b["key"] or (a["key"] == b["key"] and a["last_modified"] >= b["last_modified"])
