@@ -410,6 +410,7 @@ _RAW_FIELD = "FuseRawListing"
 _HANDLER_ATTR = "_airflow_fuse_raw_listing"
 _EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><ListVersionsResult></ListVersionsResult>'
 _calling = threading.local()
+_HANDLER_LOCK = threading.Lock()
 
 
 def _keep_raw_body(response_dict: Any = None, customized_response_dict: Any = None, operation_model: Any = None,
@@ -440,6 +441,12 @@ def _ensure_raw_handler(client: Any) -> None:
     """
     if getattr(client, _HANDLER_ATTR, False):
         return
+    with _HANDLER_LOCK:
+        if not getattr(client, _HANDLER_ATTR, False):
+            _install_raw_handler(client)
+
+
+def _install_raw_handler(client: Any) -> None:
     events = client.meta.events
     try:
         from botocore.handlers import _handle_200_error as botocore_check
