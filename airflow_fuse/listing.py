@@ -296,11 +296,15 @@ def _strings(raw: Any, *, url_decode: bool = False) -> pa.Array:
     if data is None:
         return text
     values = data.to_pybytes()  # every value's bytes, one after the other
-    if b"\r" in values or b"&#" in values or (url_decode and (b"%" in values or b"+" in values)):
+    entities = b"&" in values  # single bytes first: memchr; longer patterns are searched much slower
+    if b"\r" in values or (entities and b"&#" in values) or (url_decode and (b"%" in values or b"+" in values)):
         return pa.array(_texts(raw.to_pylist(), url_decode=url_decode), pa.string())
-    for entity, char in _ENTITIES:  # named entities only (ETags' &quot;): replaced in Arrow, &amp; last
-        if entity.encode() in values:
-            text = pc.replace_substring(text, entity, char)
+    if entities:  # named entities only: replaced in Arrow
+        if values.count(b"&") == values.count(b"&quot;"):  # ETags: "&quot;…&quot;"
+            return pc.replace_substring(text, "&quot;", '"')
+        for entity, char in _ENTITIES:  # &amp; last
+            if entity.encode() in values:
+                text = pc.replace_substring(text, entity, char)
     return text
 
 
