@@ -15,7 +15,12 @@ would be idle, a running range is cut again halfway (in key space) between where
 Servers differ on ``KeyMarker`` alone: AWS lists keys after it, and moto (5.x) also lists the marker key and
 drops the first entry at or after it. So the first page of a range drops entries of keys ≤ ``after``
 (``after`` is always an existing key: moto's dropped entry is then one of its own), and a probe's answer is
-only used as a boundary, never as data.
+only used as a boundary, never as data. (On moto only, a key whose every version is permanently deleted
+between the probe that found it and its range's first request would make moto drop the next key's newest
+entry instead: moto is a test server, and a scan never deletes.)
+
+The coordinator (the calling thread) keeps all the state and parses every page; the workers only send
+requests, so the columns are all made by one thread.
 """
 
 from __future__ import annotations
@@ -207,7 +212,7 @@ class _Lister:
         return chunks, orders, len(self.ranges)
 
     def _first_cut(self, pool: futures.ThreadPoolExecutor, whole: _Range, first: Page) -> None:
-        keys = pc.unique(first.entries.column("key")).to_pylist()
+        keys = sorted(pc.unique(first.entries.column("key")).to_pylist())  # moto: versions, then markers
         guesses = _guesses(keys, self.prefix, self.concurrency * _GUESSES_PER_WORKER)
         found = {k for k in pool.map(self._probe, guesses) if k is not None}
         for key in sorted(found, reverse=True):  # from the top: each cut takes the upper part of the first range
