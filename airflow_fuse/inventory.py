@@ -13,7 +13,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, overload
 
 import pyarrow as pa
@@ -161,6 +161,58 @@ class _SortedStrings:
         return None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class _Rows:
+    """Single entries read straight from the columns' buffers (no Arrow call per lookup): what one key's
+    history needs, in a few microseconds."""
+
+    def __init__(self, entries: pa.Table) -> None:
+        layouts = {tuple(len(c) for c in entries.column(name).chunks) for name in entries.column_names}
+        if len(layouts) > 1:  # columns chunked differently (after a take): one chunk each
+            entries = entries.combine_chunks()
+        columns = {name: entries.column(name).chunks for name in entries.column_names}
+        self._bounds: list[int] = []
+        self._chunks: list[tuple] = []
+        row = 0
+        for i, chunk in enumerate(columns["version_id"]):
+            if not len(chunk):
+                continue
+            self._bounds.append(row)
+            self._chunks.append(tuple(self._views(columns[name][i]) for name in (
+                "version_id", "is_delete_marker", "is_latest", "size", "last_modified", "etag")))
+            row += len(chunk)
+
+    @staticmethod
+    def _views(array: pa.Array) -> tuple:
+        buffers = array.buffers()
+        if array.null_count:
+            raise ValueError("entries columns hold no nulls")
+        if pa.types.is_string(array.type):
+            data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
+            return ("s", array.offset, memoryview(buffers[1]).cast("i"), data)
+        if pa.types.is_boolean(array.type):
+            return ("b", array.offset, memoryview(buffers[1]), None)
+        return ("q", array.offset, memoryview(buffers[1]).cast("q"), None)
+
+    def row(self, row: int) -> tuple:
+        """VersionEntry's fields after the key, for one row."""
+        which = bisect.bisect_right(self._bounds, row) - 1
+        local = row - self._bounds[which]
+        out = []
+        for kind, offset, values, data in self._chunks[which]:
+            at = offset + local
+            if kind == "s":
+                out.append(data[values[at]:values[at + 1]].tobytes().decode("utf-8"))
+            elif kind == "b":
+                out.append(bool(values[at >> 3] >> (at & 7) & 1))
+            else:
+                out.append(values[at])
+        out[4] = _EPOCH + timedelta(microseconds=out[4])
+        return tuple(out)
+
+
 class Inventory:
     """Every version and delete marker under ``bucket/prefix``, from one listing sweep."""
 
@@ -183,6 +235,8 @@ class Inventory:
         self._starts: pa.Int64Array = listing.starts
         self._entries = listing.entries
         self._search = _SortedStrings(self._keys)
+        self._rows: _Rows | None = None
+        self._start_values = memoryview(self._starts.buffers()[1]).cast("q")[self._starts.offset:]
 
     # building -------------------------------------------------------------------------------------
     @classmethod
@@ -258,7 +312,13 @@ class Inventory:
 
     def history(self, key: str) -> KeyHistory | None:
         index = self._search.find(key)
-        return None if index is None else self._histories(index, index + 1)[0]
+        if index is None:
+            return None
+        if self._rows is None:
+            self._rows = _Rows(self._entries)
+        rows = self._rows
+        return KeyHistory(key, tuple(VersionEntry(key, *rows.row(r))
+                                     for r in range(self._start_values[index], self._start_values[index + 1])))
 
     def histories(self) -> Iterator[KeyHistory]:
         """Every key's history in key order, made a slice of keys at a time."""

@@ -163,6 +163,8 @@ def test_parallel_inventory_answers_as_the_sequential_one(s3, bucket):
     assert len(many) == len(one) and many.key_count == one.key_count
     assert list(many.keys()) == list(one.keys()) == sorted({k for k, _, _ in all_versions(s3, bucket, "t/")})
     assert list(many.histories()) == list(one.histories())
+    walked = {h.key: h for h in many.histories()}  # made a slice of keys at a time, from Arrow
+    assert all(many.history(key) == history for key, history in walked.items())  # one key, from the buffers
     for key in [*TRICKY, "t/_b/many"]:
         history = many.history(key)
         assert history is not None and history == one.history(key) and key in many and key in many.keys()
