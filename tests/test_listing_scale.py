@@ -18,15 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.listing import (
-    _parse_by_field,
-    _parse_tree,
-    iter_object_versions,
-    list_entries,
-    parse_list_versions,
-    table_entries,
-)
+from airflow_fuse.listing import iter_object_versions, list_entries, table_entries
 from airflow_fuse.listing_ranges import between
+from airflow_fuse.listing_xml import _parse_by_field, _parse_tree, parse_list_versions
 from tests.helpers import all_versions
 
 SAMPLES = sorted((Path(__file__).parent / "fixtures" / "listing").glob("*.xml"))
