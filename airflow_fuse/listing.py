@@ -38,7 +38,6 @@ __all__ = ["LIST_CONCURRENCY", "MAX_PAGES", "SCHEMA", "Chunk", "Listing", "Page"
 MAX_PAGES = 10_000_000
 # Key ranges listed at once by a sweep (see airflow_fuse.listing_ranges).
 LIST_CONCURRENCY = 16
-_RELEASE_EVERY = 32  # pages
 
 @dataclass(frozen=True, slots=True)
 class VersionEntry:
@@ -355,10 +354,6 @@ class _PageCounter:
     def __call__(self, entries: int) -> None:
         with self._lock:
             self.pages += 1
-            if self.pages % _RELEASE_EVERY == 0:
-                # Parsing a page makes several times its columns' size in short-lived arrays; the allocator
-                # keeps what they free for reuse, which grows with the walk unless handed back now and then.
-                pa.default_memory_pool().release_unused()
             if self._on_page is not None:
                 self._on_page(entries)
 
