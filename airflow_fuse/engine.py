@@ -18,6 +18,7 @@ from airflow_fuse.errors import BadInputError
 from airflow_fuse.formats import ScanTimes
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import Layout
+from airflow_fuse.listing import LIST_CONCURRENCY
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.plan import (
     DEFAULT_MAX_PLAN_AGE,
@@ -120,15 +121,17 @@ def check_versioning(client: Any, location: TableLocation, *, conn_id: str | Non
 
 
 def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,
-         on_page: Callable[[int], None] | None = None) -> Plan:
-    """List the table prefix once, ask the layout what the table needs, and plan each key."""
+         on_page: Callable[[int], None] | None = None, list_concurrency: int = LIST_CONCURRENCY) -> Plan:
+    """List the table prefix once (``list_concurrency`` key ranges at a time), ask the layout what the table
+    needs, and plan each key."""
     options = options or ScanOptions()
     times = options.validated()
     location = parse_table_uri(table, allow_bucket_root=options.allow_bucket_root)
     check_versioning(client, location, conn_id=conn_id)
     started = time.monotonic()
     try:
-        inventory = Inventory.sweep(client, location.bucket, location.prefix, on_page=on_page)
+        inventory = Inventory.sweep(client, location.bucket, location.prefix, on_page=on_page,
+                                    concurrency=list_concurrency)
     except Exception as exc:
         raise explain(exc, bucket=location.bucket, client=client, conn_id=conn_id,
                       action=f"list the versions under {location.prefix!r} in") from None

@@ -1,35 +1,39 @@
-"""Inventory: one ListObjectVersions sweep of the table prefix, held as a pyarrow Table.
+"""Inventory: one ListObjectVersions sweep of the table prefix, held as Arrow columns.
 
-Every entry (data version or delete marker) is one row, in listing order: keys ascending, each key's
-entries newest first. Per-key questions (is the current entry a delete marker, which is the newest
-version holding data, which version was current at a time) are answered from a key's contiguous rows.
-A million entries take tens of megabytes as Arrow columns, not the gigabytes of Python dicts.
+Every entry (data version or delete marker) is one row, in listing order: keys ascending (UTF-8 byte order,
+as S3 lists them), each key's entries newest first. A key's entries are contiguous rows; the distinct keys
+are held once, with the row where each key's entries start, and looked up by binary search. Python objects
+(``KeyHistory``, ``VersionEntry``) are made only for the keys a caller asks about, a slice at a time when it
+walks them all: a million entries take tens of megabytes, not the gigabytes of Python objects.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, overload
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from airflow_fuse.listing import VersionEntry, iter_object_versions
-
-SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("version_id", pa.string()),
-        ("is_delete_marker", pa.bool_()),
-        ("is_latest", pa.bool_()),
-        ("size", pa.int64()),
-        ("last_modified", pa.timestamp("us", tz="UTC")),
-        ("etag", pa.string()),
-    ]
+from airflow_fuse.listing import (
+    LIST_CONCURRENCY,
+    SCHEMA,
+    Listing,
+    VersionEntry,
+    compact,
+    entry_rows,
+    finish,
+    list_entries,
 )
+
+__all__ = ["SCHEMA", "Inventory", "KeyHistory", "iter_histories"]
+
 _BATCH = 50_000
+_SLICE = 8192  # keys materialised at a time when walking every history
 
 
 @dataclass(frozen=True)
@@ -86,23 +90,158 @@ def iter_histories(entries: Iterable[VersionEntry]) -> Iterator[KeyHistory]:
         yield KeyHistory(group[0].key, tuple(group))
 
 
+class KeyList(Sequence[str]):
+    """The listing's distinct keys, ascending, read from the Arrow column a slice at a time."""
+
+    def __init__(self, keys: pa.ChunkedArray, find: Callable[[str], int | None]) -> None:
+        self._keys = keys
+        self._find = find
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._keys[index].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self._keys), _SLICE):
+            yield from self._keys.slice(start, _SLICE).to_pylist()
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._find(key) is not None
+
+
+class _SortedStrings:
+    """Binary search over sorted Arrow strings (chunks in order), straight on their offsets and data buffers."""
+
+    def __init__(self, array: pa.ChunkedArray | pa.StringArray) -> None:
+        chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+        self._chunks: list[tuple[int, int, memoryview, memoryview, int]] = []  # (first index, n, offsets, data, base)
+        self._firsts: list[bytes] = []
+        index = 0
+        for chunk in chunks:
+            n = len(chunk)
+            if not n:
+                continue
+            buffers = chunk.buffers()
+            data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
+            offsets = memoryview(buffers[1]).cast("i")
+            self._chunks.append((index, n, offsets, data, chunk.offset))
+            self._firsts.append(data[offsets[chunk.offset]:offsets[chunk.offset + 1]].tobytes())
+            index += n
+
+    def find(self, key: str) -> int | None:
+        target = key.encode("utf-8")
+        which = bisect.bisect_right(self._firsts, target) - 1
+        if which < 0:
+            return None
+        first, n, offsets, data, base = self._chunks[which]
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            value = data[offsets[base + mid]:offsets[base + mid + 1]].tobytes()
+            if value < target:
+                lo = mid + 1
+            elif value > target:
+                hi = mid
+            else:
+                return first + mid
+        return None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class _Rows:
+    """Single entries read straight from the columns' buffers (no Arrow call per lookup): what one key's
+    history needs, in a few microseconds."""
+
+    def __init__(self, entries: pa.Table) -> None:
+        layouts = {tuple(len(c) for c in entries.column(name).chunks) for name in entries.column_names}
+        if len(layouts) > 1:  # columns chunked differently (after a take): one chunk each
+            entries = entries.combine_chunks()
+        columns = {name: entries.column(name).chunks for name in entries.column_names}
+        self._bounds: list[int] = []
+        self._chunks: list[tuple] = []
+        row = 0
+        for i, chunk in enumerate(columns["version_id"]):
+            if not len(chunk):
+                continue
+            self._bounds.append(row)
+            self._chunks.append(tuple(self._views(columns[name][i]) for name in (
+                "version_id", "is_delete_marker", "is_latest", "size", "last_modified", "etag")))
+            row += len(chunk)
+
+    @staticmethod
+    def _views(array: pa.Array) -> tuple:
+        buffers = array.buffers()
+        if array.null_count:
+            raise ValueError("entries columns hold no nulls")
+        if pa.types.is_string(array.type):
+            data = memoryview(buffers[2]) if buffers[2] is not None else memoryview(b"")
+            return ("s", array.offset, memoryview(buffers[1]).cast("i"), data)
+        if pa.types.is_boolean(array.type):
+            return ("b", array.offset, memoryview(buffers[1]), None)
+        return ("q", array.offset, memoryview(buffers[1]).cast("q"), None)
+
+    def row(self, row: int) -> tuple:
+        """VersionEntry's fields after the key, for one row."""
+        which = bisect.bisect_right(self._bounds, row) - 1
+        local = row - self._bounds[which]
+        out = []
+        for kind, offset, values, data in self._chunks[which]:
+            at = offset + local
+            if kind == "s":
+                out.append(data[values[at]:values[at + 1]].tobytes().decode("utf-8"))
+            elif kind == "b":
+                out.append(bool(values[at >> 3] >> (at & 7) & 1))
+            else:
+                out.append(values[at])
+        out[4] = _EPOCH + timedelta(microseconds=out[4])
+        return tuple(out)
+
+
 class Inventory:
     """Every version and delete marker under ``bucket/prefix``, from one listing sweep."""
 
-    def __init__(self, bucket: str, prefix: str, table: pa.Table, *, pages: int = 0, seconds: float = 0.0,
-                 listed_at: datetime | None = None) -> None:
+    def __init__(self, bucket: str, prefix: str, table: pa.Table | Listing, *, pages: int = 0,
+                 seconds: float = 0.0, listed_at: datetime | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix
-        self.table = table
         self.pages = pages
         self.seconds = seconds
         self.listed_at = listed_at or datetime.now(timezone.utc)
-        self._offsets: dict[str, tuple[int, int]] | None = None
-        self._columns: dict[str, list] | None = None
+        if isinstance(table, Listing):
+            listing = table
+        else:  # entries as given (keys grouped, each key's order kept: the caller's)
+            chunk = compact(table)
+            chunk.disordered = (False, False)
+            listing = finish([chunk], set())
+        # The distinct keys once (the entries keep no key column) and where each key's entries start.
+        self._keys: pa.ChunkedArray = (listing.keys if isinstance(listing.keys, pa.ChunkedArray)
+                                       else pa.chunked_array([listing.keys], pa.string()))
+        self._starts: pa.Int64Array = listing.starts
+        self._entries = listing.entries
+        self._search = _SortedStrings(self._keys)
+        self._rows: _Rows | None = None
+        self._start_values = memoryview(self._starts.buffers()[1]).cast("q")[self._starts.offset:]
 
     # building -------------------------------------------------------------------------------------
     @classmethod
     def from_entries(cls, bucket: str, prefix: str, entries: Iterable[VersionEntry], **kwargs: Any) -> Inventory:
+        """From entries in listing order (each key's entries together, newest first)."""
         batches: list[pa.RecordBatch] = []
         cols: dict[str, list] = {name: [] for name in SCHEMA.names}
 
@@ -124,74 +263,81 @@ class Inventory:
                 flush()
         flush()
         table = pa.Table.from_batches(batches, schema=SCHEMA)
+        if table.num_rows > 1:  # keys in byte order; a key's entries keep the order given (a stable sort)
+            keys = table.column("key")
+            if not pc.all(pc.less_equal(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py():
+                table = table.take(pc.sort_indices(table, sort_keys=[("key", "ascending")]))
         return cls(bucket, prefix, table, **kwargs)
 
     @classmethod
-    def sweep(cls, client: Any, bucket: str, prefix: str, *,
-              on_page: Callable[[int], None] | None = None) -> Inventory:
-        """One paginated ListObjectVersions walk of ``prefix``."""
+    def sweep(cls, client: Any, bucket: str, prefix: str, *, on_page: Callable[[int], None] | None = None,
+              concurrency: int = LIST_CONCURRENCY, page_size: int = 1000) -> Inventory:
+        """A paginated ListObjectVersions walk of ``prefix``: ``concurrency`` key ranges listed at once."""
         started = time.monotonic()
-        pages = 0
-
-        def count(n: int) -> None:
-            nonlocal pages
-            pages += 1
-            if on_page is not None:
-                on_page(n)
-
         listed_at = datetime.now(timezone.utc)
-        inventory = cls.from_entries(bucket, prefix, iter_object_versions(client, bucket, prefix, on_page=count),
-                                     listed_at=listed_at)
-        inventory.pages = pages
-        inventory.seconds = time.monotonic() - started
-        return inventory
+        listing = list_entries(client, bucket, prefix, page_size=page_size, concurrency=concurrency, on_page=on_page)
+        return cls(bucket, prefix, listing, pages=listing.pages, seconds=time.monotonic() - started,
+                   listed_at=listed_at)
 
     # reading --------------------------------------------------------------------------------------
+    @property
+    def table(self) -> pa.Table:
+        """Every entry as one row (SCHEMA), in listing order; built on demand."""
+        return Listing(self._keys, self._starts, self._entries).table()
+
     def __len__(self) -> int:
-        return self.table.num_rows
+        return self._entries.num_rows
 
-    def _cols(self) -> dict[str, list]:
-        if self._columns is None:
-            self._columns = {name: self.table.column(name).to_pylist() for name in SCHEMA.names}
-        return self._columns
-
-    def _index(self) -> dict[str, tuple[int, int]]:
-        if self._offsets is None:
-            offsets: dict[str, tuple[int, int]] = {}
-            keys = self._cols()["key"]
-            start = 0
-            for i in range(1, len(keys) + 1):
-                if i == len(keys) or keys[i] != keys[start]:
-                    offsets[keys[start]] = (start, i)
-                    start = i
-            self._offsets = offsets
-        return self._offsets
-
-    def keys(self) -> list[str]:
-        return list(self._index())
+    def keys(self) -> KeyList:
+        """The distinct keys, ascending (a sequence read lazily from the columns)."""
+        return KeyList(self._keys, self._search.find)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index()
+        return isinstance(key, str) and self._search.find(key) is not None
 
-    def _history(self, key: str, start: int, stop: int) -> KeyHistory:
-        c = self._cols()
-        return KeyHistory(
-            key,
-            tuple(
-                VersionEntry(key, c["version_id"][i], c["is_delete_marker"][i], c["is_latest"][i], c["size"][i],
-                             c["last_modified"][i], c["etag"][i])
-                for i in range(start, stop)
-            ),
-        )
+    def _span(self, index: int) -> tuple[int, int]:
+        return self._starts[index].as_py(), self._starts[index + 1].as_py()
+
+    def _histories(self, first: int, stop: int) -> list[KeyHistory]:
+        """The histories of keys ``first`` to ``stop`` (indices), from one slice of the columns."""
+        if first >= stop:
+            return []
+        row, end = self._starts[first].as_py(), self._starts[stop].as_py()
+        rows = self._entries.slice(row, end - row)
+        keys = self._keys.slice(first, stop - first).to_pylist()
+        starts = [s - row for s in self._starts.slice(first, stop - first + 1).to_pylist()]
+        values = entry_rows(rows)
+        return [KeyHistory(key, tuple(VersionEntry(key, *v) for v in values[starts[i]:starts[i + 1]]))
+                for i, key in enumerate(keys)]
 
     def history(self, key: str) -> KeyHistory | None:
-        span = self._index().get(key)
-        return None if span is None else self._history(key, *span)
+        index = self._search.find(key)
+        if index is None:
+            return None
+        if self._rows is None:
+            self._rows = _Rows(self._entries)
+        rows = self._rows
+        return KeyHistory(key, tuple(VersionEntry(key, *rows.row(r))
+                                     for r in range(self._start_values[index], self._start_values[index + 1])))
 
     def histories(self) -> Iterator[KeyHistory]:
-        for key, (start, stop) in self._index().items():
-            yield self._history(key, start, stop)
+        """Every key's history in key order, made a slice of keys at a time."""
+        for first in range(0, len(self._keys), _SLICE):
+            yield from self._histories(first, min(first + _SLICE, len(self._keys)))
 
     @property
     def key_count(self) -> int:
-        return len(self._index())
+        return len(self._keys)
+
+    # vectorised questions -------------------------------------------------------------------------
+    def current_entries(self) -> pa.Table:
+        """One row per key, its current entry (the first listed), with the key: for questions about every key
+        at once (which are deleted, since when) without a Python object per key."""
+        current = self._entries.take(self._starts.slice(0, len(self._keys)))
+        return current.add_column(0, SCHEMA.field("key"), self._keys)
+
+    def deleted(self) -> pa.Table:
+        """The keys whose current entry is a delete marker (``key``, the marker's ``version_id`` and
+        ``last_modified``), answered on the columns: what the prefix layout restores by default."""
+        current = self.current_entries()
+        return current.filter(current.column("is_delete_marker")).select(["key", "version_id", "last_modified"])
