@@ -118,6 +118,7 @@ def table_bucket(params: dict[str, Any]) -> str:
 
 
 BUCKET = "{{ table_bucket(params) }}"
+AWS_CONN = "{{ params.aws_conn_id or default_aws_conn_id }}"  # a cleared field means the first allowed
 RUN_DIR = "{{ run_dir(params.ops_location, dag.dag_id, run_id) }}"
 # Rendered as strings (a bucket or connection id made of digits must stay a string); an empty optional
 # param renders as "" and the operators treat "" as not given. Booleans and numbers: _typed_params.
@@ -126,12 +127,12 @@ SCAN_ARGS = {
     "table": "{{ params.table if is_location(params.table) else params.table.split('.', 1)[1] }}",
     "database": "{{ '' if is_location(params.table) else params.table.split('.', 1)[0] }}",
     "databend_conn_id": "{{ params.databend_conn_id or '' }}",
-    "table_format": "{{ params.table_format }}",
+    "table_format": "{{ params.table_format or 'auto' }}",
     "snapshot_location": "{{ params.snapshot_location or '' }}",
     "as_of": "{{ params.as_of or '' }}",
     "deleted_since": "{{ params.deleted_since or '' }}",
     "deleted_before": "{{ params.deleted_before or '' }}",
-    "aws_conn_id": "{{ params.aws_conn_id }}",
+    "aws_conn_id": AWS_CONN,
 }
 
 
@@ -259,7 +260,8 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     tags=["fuse", "fail-safe", "s3"],
-    user_defined_macros={"run_dir": run_dir, "is_location": is_location, "table_bucket": table_bucket},
+    user_defined_macros={"run_dir": run_dir, "is_location": is_location, "table_bucket": table_bucket,
+                         "default_aws_conn_id": CONN_IDS[0]},
     params={
         "table": Param(type="string", pattern=TABLE_PATTERN, title="Table location",
                        description="Where the table's objects are: s3://<bucket>/<prefix>/ (a lower-case bucket "
@@ -271,10 +273,12 @@ with DAG(
         "require_approval": Param(True, type="boolean", title="Require approval",
                                   description="On: the plan waits for Approve under Required actions before anything "
                                               "is written. Off (automation only): restore without asking."),
-        "table_format": Param("auto", enum=list(formats.names()), values_display=formats.titles(),
-                              title="Table format", section="Table",
-                              description="How to find the objects the table needs. Detect recognises Databend "
-                                          "Fuse tables; Every object under the prefix is the fallback."),
+        # Enums take None too: a field cleared in the form means its default, not a "Bad Request".
+        "table_format": Param("auto", type=["null", "string"], enum=[*formats.names(), None],
+                              values_display=formats.titles(), title="Table format", section="Table",
+                              description="How to find the objects the table needs. Detect (or empty) recognises "
+                                          "Databend Fuse, Iceberg and Delta tables; Every object under the prefix "
+                                          "is the fallback."),
         "snapshot_location": Param(None, type=["null", "string"], title="Snapshot location", section="Table",
                                    description="Databend only: SNAPSHOT_LOCATION from SHOW CREATE TABLE. "
                                                "Empty: the table's hint file."),
@@ -291,18 +295,21 @@ with DAG(
                                 section="Time window",
                                 description="Prefix tables: only deletions before this time count "
                                             "(the incident's end)."),
-        "strategy": Param("auto", enum=["auto", "undelete", "copy"], title="Restore strategy", section="Restore",
+        "strategy": Param("auto", type=["null", "string"], enum=["auto", "undelete", "copy", None],
+                          title="Restore strategy", section="Restore",
                           values_display={"auto": "Remove delete markers; copy only where needed",
                                           "undelete": "Remove delete markers only",
                                           "copy": "Copy each version back as a new version"},
-                          description="How each object comes back. Removing delete markers writes no data."),
+                          description="How each object comes back (empty: the first). Removing delete markers "
+                                      "writes no data."),
         "expect_row_count": Param(None, type=["null", "integer"], minimum=0, title="Expected row count",
                                   section="Restore",
                                   description="Verification fails unless the table has exactly this many rows."),
-        "aws_conn_id": Param(CONN_IDS[0], type="string", enum=CONN_IDS, title="AWS connection",
+        "aws_conn_id": Param(CONN_IDS[0], type=["null", "string"], enum=[*CONN_IDS, None], title="AWS connection",
                              section="Connection and storage",
                              description=f"Airflow connection with the credentials (and endpoint_url for an "
-                                         f"S3-compatible server). The choices are the Variable {CONN_IDS_VARIABLE}."),
+                                         f"S3-compatible server). The choices are the Variable {CONN_IDS_VARIABLE}; "
+                                         f"empty: {CONN_IDS[0]}."),
         "databend_conn_id": Param(None, type=["null", "string"], title="Databend connection",
                                   section="Connection and storage",
                                   description="For a table named database.table: the Airflow SQL connection to "
@@ -316,7 +323,7 @@ with DAG(
                                           f"{OPS_VARIABLE}."),
     },
 ) as dag:
-    versioning = VersioningSensor(task_id="versioning", bucket_name=BUCKET, aws_conn_id="{{ params.aws_conn_id }}",
+    versioning = VersioningSensor(task_id="versioning", bucket_name=BUCKET, aws_conn_id=AWS_CONN,
                                   poke_interval=30, timeout=300, mode="reschedule")
     scan = FuseScanOperator(task_id="scan", plan_uri=f"{RUN_DIR}/plan.parquet", pre_execute=_typed_params,
                             **SCAN_ARGS)
@@ -335,13 +342,13 @@ with DAG(
         log.info("require_approval is off: applying the plan %s without asking", summary["plan"])
         return "amend"
 
-    approval = PlanApprovalOperator(task_id="approval", scan_task_id="scan", aws_conn_id="{{ params.aws_conn_id }}",
+    approval = PlanApprovalOperator(task_id="approval", scan_task_id="scan", aws_conn_id=AWS_CONN,
                                     subject="Restore the table?", response_timeout=APPROVAL_TIMEOUT)
     # THAT plan: the scan's, pinned by its digest (a plan changed since the review is refused, nothing written)
     amend = FuseAmendOperator(task_id="amend", plan="{{ ti.xcom_pull(task_ids='scan')['plan'] }}",
                               plan_digest="{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}",
-                              strategy="{{ params.strategy }}", report_uri=f"{RUN_DIR}/report.parquet",
-                              aws_conn_id="{{ params.aws_conn_id }}",
+                              strategy="{{ params.strategy or 'auto' }}", report_uri=f"{RUN_DIR}/report.parquet",
+                              aws_conn_id=AWS_CONN,
                               trigger_rule="none_failed_min_one_success")
     verify = FuseVerifyOperator(task_id="verify", pre_execute=_typed_params, **SCAN_ARGS)
 

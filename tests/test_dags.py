@@ -53,12 +53,13 @@ def test_runbook_form(runbook_variables, conn_id):
     assert list(params)[:2] == ["table", "dry_run"]  # the dry-run switch right under the table
     assert params.get_param("table").has_value is False  # required: no placeholder to pass the form
     assert "s3://<bucket>/<prefix>/" in params.get_param("table").description
-    assert schema["table_format"]["enum"] == list(formats.names())
+    assert schema["table_format"]["enum"] == [*formats.names(), None]  # cleared: the default, not a 400
     assert schema["table_format"]["values_display"] == formats.titles()
-    assert set(schema["strategy"]["values_display"]) == set(schema["strategy"]["enum"])
+    assert set(schema["strategy"]["values_display"]) == set(schema["strategy"]["enum"]) - {None}
+    assert params.get_param("strategy").resolve(None) is None  # a cleared enum is accepted (means the default)
     assert {name for name, s in schema.items() if s.get("format") == "date-time"} == {
         "as_of", "deleted_since", "deleted_before"}
-    assert schema["aws_conn_id"]["enum"] == ["aws_default", conn_id]  # the Variable's allowlist
+    assert schema["aws_conn_id"]["enum"] == ["aws_default", conn_id, None]  # the Variable's allowlist
     assert params["ops_location"] == f"file://{runbook_variables}/"  # the Variable's location
     assert params["include_history"] is False and params["require_approval"] is True
     assert all(s.get("section") for name, s in schema.items()
@@ -75,10 +76,10 @@ def test_runbook_form_without_its_variables(monkeypatch):
     monkeypatch.delenv("AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS", raising=False)
     monkeypatch.delenv("AIRFLOW_VAR_AIRFLOW_FUSE_OPS_LOCATION", raising=False)
     dag = _dag("fuse_failsafe_runbook")
-    assert dag.params.get_param("aws_conn_id").schema["enum"] == ["aws_default"]
+    assert dag.params.get_param("aws_conn_id").schema["enum"] == ["aws_default", None]
     assert dag.params.get_param("ops_location").has_value is False  # asked for in the form
     monkeypatch.setenv("AIRFLOW_VAR_AIRFLOW_FUSE_AWS_CONN_IDS", "not json")
-    assert _dag("fuse_failsafe_runbook").params.get_param("aws_conn_id").schema["enum"] == ["aws_default"]
+    assert _dag("fuse_failsafe_runbook").params.get_param("aws_conn_id").schema["enum"] == ["aws_default", None]
 
 
 def test_runbook_approval_timeout_says_nothing_was_written(runbook_variables):
