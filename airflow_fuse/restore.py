@@ -792,7 +792,12 @@ class Restorer:
                                   f"copy could not be withdrawn ({exc}): remove version {outcome.new_version_id}")
                 outcome.result = "failed"
                 continue
-            outcome.result = "changed since scan"
-            outcome.detail = (f"{'a deletion' if below.is_delete_marker else 'a write'} landed during the copy "
-                              f"({below.version_id}); the copy was withdrawn so it stays current; scan again")
+            if holds_wanted_data(below, item):  # another restore of the same plan copied it first
+                outcome.result, outcome.size = "already restored", 0
+                outcome.detail = (f"a concurrent restore copied it first ({below.version_id}); this run's duplicate "
+                                  "copy was withdrawn")
+            else:
+                outcome.result = "changed since scan"
+                outcome.detail = (f"{'a deletion' if below.is_delete_marker else 'a write'} landed during the copy "
+                                  f"({below.version_id}); the copy was withdrawn so it stays current; scan again")
             outcome.new_version_id = ""
