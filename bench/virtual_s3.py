@@ -402,7 +402,7 @@ def page_xml(page: Page, *, bucket: str, prefix: str, key_marker: str, version_i
         out.append(f"<NextKeyMarker>{enc(page.next_key)}</NextKeyMarker>")
     if page.next_version is not None:
         out.append(f"<NextVersionIdMarker>{page.next_version}</NextVersionIdMarker>")
-    for item, is_latest in zip(page.items, page.latest):
+    for item, is_latest in zip(page.items, page.latest, strict=True):
         if isinstance(item, str):
             out.append(f"<CommonPrefixes><Prefix>{enc(item)}</Prefix></CommonPrefixes>")
         elif item.is_marker:
