@@ -53,12 +53,20 @@ def child(endpoint: str, table: str, strategy: str) -> None:
     baseline = _rss_bytes()
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
-    report = amend(client, table=table, options=AmendOptions(strategy=strategy))
+    listing = {"seconds": 0.0, "rss": 0}
+
+    def on_page(_: int) -> None:  # the scan's pages; the last one ends the listing
+        listing["seconds"] = time.monotonic() - started
+        listing["rss"] = _rss_bytes()
+
+    report = amend(client, table=table, options=AmendOptions(strategy=strategy), on_page=on_page)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     summary = report.summary()
     print(json.dumps({
         "wall": wall,
+        "listing_seconds": listing["seconds"], "listing_rss": listing["rss"],
+        "restore_seconds": report.restore.seconds if report.restore is not None else 0.0,
         "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "baseline_rss": baseline,
         "peak_rss": after.ru_maxrss * 1024,  # KiB on Linux
@@ -111,9 +119,14 @@ def table_rows(results: list[dict[str, Any]], latency_ms: float) -> list[tuple[s
         ("entries (keys)", [f"{r['table']['entries']:,} ({r['table']['keys']:,})" for r in results]),
         ("latency per request", [f"{latency_ms:g} ms"] * len(results)),
         ("wall time", [f"{r['wall']:,.1f} s" for r in results]),
+        ("  scan listing", [f"{r['listing_seconds']:,.1f} s" for r in results]),
+        ("  inventory + plan", [f"{r['wall'] - r['listing_seconds'] - r['restore_seconds']:,.1f} s"
+                                for r in results]),
+        ("  restore", [f"{r['restore_seconds']:,.1f} s" for r in results]),
         ("client CPU", [f"{r['cpu']:,.1f} s" for r in results]),
         ("server CPU", [f"{r['server_cpu']:,.1f} s" for r in results]),
         ("peak RSS (baseline)", [f"{_mib(r['peak_rss'])} ({_mib(r['baseline_rss'])})" for r in results]),
+        ("RSS at the end of the listing", [_mib(r["listing_rss"]) for r in results]),
         ("RSS per listed entry", [f"{(r['peak_rss'] - r['baseline_rss']) / max(1, r['listed']):,.0f} B"
                                   for r in results]),
         ("entries/s (wall)", [f"{r['listed'] / r['wall']:,.0f}" for r in results]),
