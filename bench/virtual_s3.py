@@ -124,6 +124,8 @@ class VirtualTable:
             raise ValueError("keys must be at least flat + odd, odd at most 10,000")
         if not self.histories or any(not h or set(h) - {"v", "m"} for h in (*self.histories, *self.heavy.values())):
             raise ValueError("a history is a non-empty string of 'v' (data) and 'm' (delete marker)")
+        if max(map(len, (*self.histories, *self.heavy.values()))) >= 1 << 24:
+            raise ValueError("a history holds fewer than 16,777,216 entries (its ordinal is in the version id)")
         self._stride = (1 << 128) // max(1, self.flat)
         self._part_width = max(3, len(str(max(0, self.parted - 1) // self.files_per_part)))
         self.names = _Names(self)
@@ -197,7 +199,10 @@ class Overlay:
 
     def __init__(self, table: VirtualTable) -> None:
         self.table = table
-        self.removed: dict[int, set[str]] = {}
+        # Removed entries: a base entry as one int (key index << 24 | ordinal: compact at millions of keys),
+        # an entry put on top (copies, new markers) by its version id.
+        self.removed: set[int] = set()
+        self.removed_added: dict[int, set[str]] = {}
         self.added: dict[int, list[Entry]] = {}  # oldest first
         self.violations: list[str] = []
         self.lock = threading.Lock()
@@ -206,7 +211,7 @@ class Overlay:
     def entries(self, i: int, after: str | None = None) -> Iterator[Entry]:
         """Key ``i``'s entries, newest first; with ``after``, only those older than that version id (which
         may itself have been removed since: its place in the history is still known)."""
-        removed = self.removed.get(i, ())
+        removed = self.removed_added.get(i, ())
         key = self.table.name(i)
         added = self.added.get(i, [])
         top = len(self.table.history(i)) - 1
@@ -223,16 +228,16 @@ class Overlay:
             if added[a].version_id not in removed:
                 yield added[a]
         for n in range(top, -1, -1):
-            if removed and self.table.version_id(i, n) in removed:
+            if (i << 24 | n) in self.removed:
                 continue
             yield self.table.entry(i, n, key)
 
     def find(self, i: int, version_id: str) -> Entry | None:
-        if version_id in self.removed.get(i, ()):
-            return None
         n = self.table.ordinal(i, version_id)
         if n is not None:
-            return self.table.entry(i, n)
+            return None if (i << 24 | n) in self.removed else self.table.entry(i, n)
+        if version_id in self.removed_added.get(i, ()):
+            return None
         return next((e for e in self.added.get(i, ()) if e.version_id == version_id), None)
 
     def current(self, i: int) -> Entry | None:
@@ -256,7 +261,11 @@ class Overlay:
             if not entry.is_marker:
                 self.violations.append(f"DeleteObjects asked to delete data version {version_id} of {key!r}")
                 return ("error", "AccessDenied", "the bench server refuses to delete a version holding data")
-            self.removed.setdefault(i, set()).add(version_id)
+            n = self.table.ordinal(i, version_id)
+            if n is not None:
+                self.removed.add(i << 24 | n)
+            else:
+                self.removed_added.setdefault(i, set()).add(version_id)
             return ("deleted", "true", version_id)
 
     def copy(self, key: str, source_key: str, source_version: str | None) -> Entry | str:
@@ -289,7 +298,7 @@ class Overlay:
         table = self.table
         wrong: list[str] = []
         restored = 0
-        for i in sorted(set(self.removed) | set(self.added)):
+        for i in sorted({code >> 24 for code in self.removed} | set(self.removed_added) | set(self.added)):
             history = table.history(i)
             newest = history.rfind("v")
             lost = history.endswith("m") and newest >= 0
@@ -382,13 +391,17 @@ def list_versions(overlay: Overlay, prefix: str = "", key_marker: str = "", vers
 
 
 def _time(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def page_xml(page: Page, *, bucket: str, prefix: str, key_marker: str, version_id_marker: str, delimiter: str,
              max_keys: int, url: bool) -> bytes:
+    last: list[str] = ["", ""]  # the last key and its encoding: a key's entries are consecutive
+
     def enc(s: str) -> str:
-        return escape(quote(s, safe="/") if url else s)
+        if s != last[0]:
+            last[0], last[1] = s, escape(quote(s, safe="/") if url else s)
+        return last[1]
 
     out = ['<?xml version="1.0" encoding="UTF-8"?>', f'<ListVersionsResult xmlns="{_NS}">',
            f"<Name>{escape(bucket)}</Name><Prefix>{enc(prefix)}</Prefix><KeyMarker>{enc(key_marker)}</KeyMarker>",
