@@ -53,11 +53,13 @@ def child(endpoint: str, table: str, strategy: str) -> None:
     baseline = _rss_bytes()
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
-    listing = {"seconds": 0.0, "rss": 0}
+    listing = {"seconds": 0.0, "rss": 0, "cpu": 0.0}
 
     def on_page(_: int) -> None:  # the scan's pages; the last one ends the listing
         listing["seconds"] = time.monotonic() - started
         listing["rss"] = _rss_bytes()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        listing["cpu"] = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
 
     report = amend(client, table=table, options=AmendOptions(strategy=strategy), on_page=on_page)
     wall = time.monotonic() - started
@@ -65,7 +67,7 @@ def child(endpoint: str, table: str, strategy: str) -> None:
     summary = report.summary()
     print(json.dumps({
         "wall": wall,
-        "listing_seconds": listing["seconds"], "listing_rss": listing["rss"],
+        "listing_seconds": listing["seconds"], "listing_rss": listing["rss"], "listing_cpu": listing["cpu"],
         "restore_seconds": report.restore.seconds if report.restore is not None else 0.0,
         "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "baseline_rss": baseline,
@@ -124,6 +126,7 @@ def table_rows(results: list[dict[str, Any]], latency_ms: float) -> list[tuple[s
                                 for r in results]),
         ("  restore", [f"{r['restore_seconds']:,.1f} s" for r in results]),
         ("client CPU", [f"{r['cpu']:,.1f} s" for r in results]),
+        ("  in the scan listing", [f"{r['listing_cpu']:,.1f} s" for r in results]),
         ("server CPU", [f"{r['server_cpu']:,.1f} s" for r in results]),
         ("peak RSS (baseline)", [f"{_mib(r['peak_rss'])} ({_mib(r['baseline_rss'])})" for r in results]),
         ("RSS at the end of the listing", [_mib(r["listing_rss"]) for r in results]),
