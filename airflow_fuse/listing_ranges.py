@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, fetch_page, list_page, page_of
 
+SEQUENTIAL_PAGES = 8  # pages listed one after another before the key space is cut into ranges
 # Guesses probed at once on the first cut (a multiple of the concurrency), and the deepest level tried.
 _GUESSES_PER_WORKER = 2
 _MAX_DEPTH = 8
@@ -195,14 +196,19 @@ class _Lister:
 
     # the walk ---------------------------------------------------------------------------------------
     def run(self) -> tuple[list[Chunk], set[str], int]:
-        first = self._page(self._fetch(None))
+        last = self._page(self._fetch(None))
         whole = _Range(after=None, end=None)
         self.ranges.append(whole)
-        self._take(whole, first)
+        self._take(whole, last)
+        # A small table is listed page after page: probes and ranges would only add requests and time. Past
+        # SEQUENTIAL_PAGES pages the rest of the key space is cut into ranges.
+        while not whole.done and whole.pages < SEQUENTIAL_PAGES:
+            last = self._page(self._fetch(whole.markers))
+            self._take(whole, last)
         if whole.done:
             return whole.chunks, whole.orders, 1
         with futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="fuse-list") as pool:
-            self._first_cut(pool, whole, first)
+            self._first_cut(pool, whole, last)
             self._walk(pool)
         self.ranges.sort(key=lambda r: (r.after is not None, r.after or ""))
         chunks = [c for r in self.ranges for c in r.chunks]
