@@ -426,7 +426,7 @@ class Restorer:
                          for_write=True)
         if recheck == "auto":
             copies = sum(1 for item in work if action_for(self.strategy, item) == "copy")
-            recheck = "listing" if copies > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages) else "per-key"
+            recheck = "listing" if self._listing_pays(copies) else "per-key"
         self.check_before_copy = recheck == "per-key"
         multipart_keys = sorted({item.key for item in work if item.size >= self.multipart_threshold
                                  and action_for(self.strategy, item)})
@@ -438,6 +438,10 @@ class Restorer:
             self._abort_uploads(multipart_keys, "orphaned by a lost CreateMultipartUpload answer")
         result.seconds = time.monotonic() - started
         return result
+
+    def _listing_pays(self, keys: int) -> bool:
+        """Is one sweep of the table cheaper than one request per key? (a page answers for up to 1000 keys)"""
+        return keys > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages)
 
     # the loop -------------------------------------------------------------------------------------
     def _relisted(self, work: list[PlanItem], result: RestoreResult) -> Iterator[tuple[PlanItem, KeyHistory | None]]:
@@ -769,7 +773,7 @@ class Restorer:
         if not copied:
             return
         items = {item.key: item for item in self.plan.items if item.key in copied}
-        if len(copied) > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages):
+        if self._listing_pays(len(copied)):
             histories: Iterable[KeyHistory] = (
                 h for h in iter_histories(iter_object_versions(self.client, self.plan.bucket, self.plan.prefix))
                 if h.key in copied)

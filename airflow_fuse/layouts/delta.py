@@ -49,7 +49,7 @@ from airflow_fuse.layouts.base import (
     VersionReader,
     check_table_roots,
 )
-from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
+from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader, MetadataScan
 
 LOG_DIR = "_delta_log/"
 SIDECAR_DIR = "_sidecars/"
@@ -513,29 +513,19 @@ class _Paths:
         return relative
 
 
-class _Scan:
+class _Scan(MetadataScan):
     """Walks each table's log and collects the needed keys (deduplicated, first one wins)."""
 
     def __init__(self, inventory: Inventory, log: MetadataReader, *, include_history: bool,
                  rollback_keys: frozenset[str]) -> None:
-        self.inventory = inventory
+        super().__init__(inventory, log)
         self.log = log
         self.include_history = include_history
         self.rollback_keys = rollback_keys
-        self.needed: dict[str, NeededObject] = {}
-        self.skipped: list[SkippedKey] = []
-        self.warnings: list[str] = []
-
-    def _need(self, obj: NeededObject) -> None:
-        self.needed.setdefault(obj.key, obj)
 
     def _need_log(self, key: str, kind: str, read: MetadataRead, *, expected_size: int | None = None) -> None:
         self._need(NeededObject(key, kind=kind, expected_size=expected_size, bad_versions=read.bad_versions,
                                 damaged_reason=read.damaged_reason))
-
-    def _has_data(self, key: str) -> bool:
-        history = self.inventory.history(key)
-        return history is not None and history.newest_data is not None
 
     def _is_deleted(self, key: str) -> bool:
         history = self.inventory.history(key)

@@ -49,7 +49,7 @@ from airflow_fuse.layouts.fuse_format import (
     snapshot_id_from_name,
     uuid_version,
 )
-from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
+from airflow_fuse.layouts.metadata import MetadataReader, MetadataScan
 from airflow_fuse.limits import metadata_cap
 
 HINT_V2 = "last_snapshot_location_hint_v2"
@@ -217,29 +217,13 @@ def _resolve(table: FuseTable, location: str, source: str, what: str) -> str:
     return table.key(location)
 
 
-class _TableScan:
+class _TableScan(MetadataScan):
     """Walks one or more tables' metadata and collects the needed keys (deduplicated, first one wins)."""
 
     def __init__(self, inventory: Inventory, metadata: MetadataReader) -> None:
-        self.inventory = inventory
-        self.metadata = metadata
-        self.needed: dict[str, NeededObject] = {}
-        self.skipped: list[SkippedKey] = []
-        self.warnings: list[str] = []
+        super().__init__(inventory, metadata)
         self._listed_inverted: dict[str, dict[str, list[str]]] = {}  # table root -> block id -> _i_i/ keys
         self._segment_blocks: dict[str, list[BlockMeta]] = {}  # segments already expanded (shared by snapshots)
-
-    # collecting ---------------------------------------------------------------------------------------
-    def _need(self, obj: NeededObject) -> None:
-        self.needed.setdefault(obj.key, obj)
-
-    def _need_metadata(self, key: str, kind: str, read: MetadataRead) -> None:
-        if key in self.needed:
-            return
-        self._need(NeededObject(key, kind=kind, bad_versions=read.bad_versions, damaged_reason=read.damaged_reason))
-        if read.value is None:
-            self.warnings.append(f"{kind} {read.problem}; it is still listed as needed, but the objects it "
-                                 "references cannot be listed")
 
     # one table ----------------------------------------------------------------------------------------
     def table(self, table: FuseTable, *, snapshot_location: str | None, include_history: bool) -> TableSummary:

@@ -46,7 +46,7 @@ from airflow_fuse.layouts.base import (
     VersionReader,
     check_table_roots,
 )
-from airflow_fuse.layouts.metadata import MetadataRead, MetadataReader
+from airflow_fuse.layouts.metadata import MetadataReader, MetadataScan
 
 METADATA_DIR = "metadata"
 HINT_NAME = "version-hint.text"
@@ -333,38 +333,18 @@ class IcebergLayout:
                           give="the table root (…/<namespace>/<table>/, the table's 'location')")
 
 
-class _TableScan:
+class _TableScan(MetadataScan):
     """Walks one or more tables' metadata and collects the needed keys (deduplicated, first one wins)."""
 
     def __init__(self, inventory: Inventory, metadata: MetadataReader, *, current_snapshot_only: bool,
                  include_history: bool, rollback_keys: frozenset[str]) -> None:
-        self.inventory = inventory
-        self.metadata = metadata
+        super().__init__(inventory, metadata)
         self.current_snapshot_only = current_snapshot_only
         self.include_history = include_history
         self.rollback_keys = rollback_keys
-        self.needed: dict[str, NeededObject] = {}
-        self.skipped: list[SkippedKey] = []
-        self.warnings: list[str] = []
         self._manifest_sizes: dict[str, int | None] = {}  # manifest key -> manifest_length
 
     # collecting ---------------------------------------------------------------------------------------
-    def _need(self, obj: NeededObject) -> None:
-        self.needed.setdefault(obj.key, obj)
-
-    def _need_metadata(self, key: str, kind: str, read: MetadataRead, expected_size: int | None = None) -> None:
-        if key in self.needed:
-            return
-        self._need(NeededObject(key, kind=kind, expected_size=expected_size, bad_versions=read.bad_versions,
-                                damaged_reason=read.damaged_reason))
-        if read.value is None:
-            self.warnings.append(f"{kind} {read.problem}; it is still listed as needed, but the objects it "
-                                 "references cannot be listed")
-
-    def _has_data(self, key: str) -> bool:
-        history = self.inventory.history(key)
-        return history is not None and history.newest_data is not None
-
     # the current metadata -----------------------------------------------------------------------------
     def current_metadata(self, table: IcebergTable) -> tuple[str, str]:
         """(metadata key, how it was chosen): the hint's, else the highest version number listed."""

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.inventory import Inventory
-from airflow_fuse.layouts.base import VersionReader
+from airflow_fuse.layouts.base import NeededObject, SkippedKey, VersionReader
 from airflow_fuse.limits import metadata_cap, over_cap_advice
 from airflow_fuse.listing import VersionEntry
 
@@ -120,3 +120,32 @@ class MetadataReader:
         if newest is None:
             return None
         return self.decode(key, newest, decode)
+
+
+class MetadataScan:
+    """What a layout collects while it walks a table's metadata: the needed keys (deduplicated, the first one
+    wins), the keys left alone on purpose, and warnings for the report."""
+
+    def __init__(self, inventory: Inventory, metadata: MetadataReader) -> None:
+        self.inventory = inventory
+        self.metadata = metadata
+        self.needed: dict[str, NeededObject] = {}
+        self.skipped: list[SkippedKey] = []
+        self.warnings: list[str] = []
+
+    def _need(self, obj: NeededObject) -> None:
+        self.needed.setdefault(obj.key, obj)
+
+    def _need_metadata(self, key: str, kind: str, read: MetadataRead, expected_size: int | None = None) -> None:
+        """A metadata key the table needs, with the versions that did not decode; a warning when none did."""
+        if key in self.needed:
+            return
+        self._need(NeededObject(key, kind=kind, expected_size=expected_size, bad_versions=read.bad_versions,
+                                damaged_reason=read.damaged_reason))
+        if read.value is None:
+            self.warnings.append(f"{kind} {read.problem}; it is still listed as needed, but the objects it "
+                                 "references cannot be listed")
+
+    def _has_data(self, key: str) -> bool:
+        history = self.inventory.history(key)
+        return history is not None and history.newest_data is not None
