@@ -30,7 +30,7 @@ PLAN_META = {
     "format": "always `airflow-fuse-plan/1`: a file without it is refused",
     "bucket": "the table's bucket",
     "prefix": "the table's prefix (every item's key starts with it)",
-    "table_format": "`fuse` or `prefix`: the layout that decided what the table needs",
+    "table_format": "`fuse`, `iceberg`, `delta` or `prefix`: the layout that decided what the table needs",
     "created_at": "when the plan was made (ISO 8601, UTC)",
     "listed_at": "when the listing sweep started; `undo` uses it to prove a copy's version",
     "options": "the scan options the plan was made with (`as_of`, `deleted_since`, `table_prefix`, …)",
@@ -39,6 +39,8 @@ PLAN_META = {
     "keys_listed": "keys under the prefix in the listing",
     "versions_listed": "versions and delete markers in the listing",
     "listing_pages": "`ListObjectVersions` pages the sweep took",
+    "digest": "sha256 over everything the plan holds (header and rows); loading a plan checks it, and "
+              "`FuseAmendOperator(plan_digest=…)` / `amend --plan-digest` pin the one the scan reported",
 }
 PLAN_ITEM = {
     "key": "the object key",
@@ -78,7 +80,7 @@ REPORT_ROW = {
 }
 REPORT_SUMMARY = {
     "table": "the table location, `s3://bucket/prefix/`",
-    "table_format": "`fuse` or `prefix`",
+    "table_format": "`fuse`, `iceberg`, `delta` or `prefix`",
     "keys_listed": "keys in the listing",
     "versions_listed": "versions and delete markers in the listing",
     "needed": "keys the table needs (all statuses but `skipped`)",
@@ -109,6 +111,7 @@ REPORT_SUMMARY = {
     "seconds": "wall time of the run",
     "report": "where the full report was saved",
     "plan": "where the plan was saved",
+    "plan_digest": "the plan's digest (pin it in the amend: `plan_digest=…`, `--plan-digest`)",
 }
 
 
