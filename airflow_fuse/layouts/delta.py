@@ -624,7 +624,7 @@ class _Scan(MetadataScan):
             return candidate, "_last_checkpoint" if named else "listing"
         if table.checkpoints:
             self.warnings.append(f"no checkpoint of {table.root!r} can be read: the log is replayed from version 0")
-        return None, "none"
+        return None, "the commit log, no checkpoint"
 
     def _unusable_checkpoint(self, table: DeltaTableFiles, candidate: CheckpointFiles,
                              unreadable: list[tuple[str, MetadataRead]]) -> None:
