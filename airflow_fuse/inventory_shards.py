@@ -258,19 +258,18 @@ def read_shards(client: Any, location: TableLocation, shards: Any) -> tuple[Inve
                             "or the folder they wrote to)")
     with futures.ThreadPoolExecutor(min(8, len(uris)), thread_name_prefix="fuse-shards") as pool:
         read = list(pool.map(lambda uri: (uri, *_read_one(client, uri, location)), uris))
-    by_index: dict[int, tuple[str, KeyRange, dict[str, Any], pa.Table]] = {}
-    counts = set()
-    for uri, meta, table in read:
-        key_range = KeyRange.from_dict(meta)
-        counts.add(key_range.count)
-        if key_range.index in by_index:
-            raise BadInputError(f"inventory shards {by_index[key_range.index][0]} and {uri} are both shard "
-                                f"{key_range.index}: give each shard once (from one split)")
-        by_index[key_range.index] = (uri, key_range, meta, table)
+    ranges = [(uri, KeyRange.from_dict(meta), meta, table) for uri, meta, table in read]
+    counts = {key_range.count for _, key_range, _, _ in ranges}
     if len(counts) > 1:
         raise BadInputError(f"inventory shards come from different splits (of {sorted(counts)} shards): give the "
                             "shards of one run")
     count = counts.pop()
+    by_index: dict[int, tuple[str, KeyRange, dict[str, Any], pa.Table]] = {}
+    for uri, key_range, meta, table in ranges:
+        if key_range.index in by_index:
+            raise BadInputError(f"inventory shards {by_index[key_range.index][0]} and {uri} are both shard "
+                                f"{key_range.index}: give each shard once (from one split)")
+        by_index[key_range.index] = (uri, key_range, meta, table)
     missing = sorted(set(range(count)) - set(by_index))
     if missing:
         raise BadInputError(f"inventory shards {', '.join(map(str, missing[:10]))} of {count} are missing: the "

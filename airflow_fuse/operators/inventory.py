@@ -34,6 +34,7 @@ class FuseKeyRangesOperator(BaseOperator):
 
     :param table: The table location, ``s3://bucket/prefix/`` (templated).
     :param shards: How many ranges at most (a small table is one range).
+    :param page_size: Entries per listing request (S3's maximum, 1000, unless a server needs fewer).
     :param allow_bucket_root: Allow a table that is a whole bucket.
     :param aws_conn_id: The Airflow connection used for AWS credentials and endpoint.
     """
@@ -41,11 +42,12 @@ class FuseKeyRangesOperator(BaseOperator):
     template_fields: Sequence[str] = ("table", "aws_conn_id")
     ui_color = "#e0ecf8"
 
-    def __init__(self, *, table: str, shards: int = 16, allow_bucket_root: bool = False,
+    def __init__(self, *, table: str, shards: int = 16, page_size: int = 1000, allow_bucket_root: bool = False,
                  aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.table = table
         self.shards = shards
+        self.page_size = page_size
         self.allow_bucket_root = allow_bucket_root
         self.aws_conn_id = aws_conn_id
 
@@ -53,7 +55,8 @@ class FuseKeyRangesOperator(BaseOperator):
         client = VersionedS3Hook(aws_conn_id=self.aws_conn_id).get_conn()
         try:
             location = parse_table_uri(self.table, allow_bucket_root=self.allow_bucket_root)
-            ranges = split_key_space(client, location.bucket, location.prefix, int(self.shards))
+            ranges = split_key_space(client, location.bucket, location.prefix, int(self.shards),
+                                     page_size=int(self.page_size))
         except FuseError as exc:
             raise fail_with(exc) from None
         self.log.info("%s cut into %d key ranges", location.uri, len(ranges))
@@ -72,6 +75,7 @@ class FuseInventoryShardOperator(BaseOperator):
     :param key_range: One range from ``FuseKeyRangesOperator``.
     :param shard_location: The folder to write the shard to, local or ``s3://``, outside the table (templated);
         one folder per run, e.g. ``s3://ops/shards/{{ run_id }}/``.
+    :param page_size: Entries per listing request (S3's maximum, 1000, unless a server needs fewer).
     :param allow_bucket_root: Allow a table that is a whole bucket.
     :param aws_conn_id: The Airflow connection used for AWS credentials and endpoint.
     """
@@ -79,9 +83,10 @@ class FuseInventoryShardOperator(BaseOperator):
     template_fields: Sequence[str] = ("table", "key_range", "shard_location", "aws_conn_id")
     ui_color = "#e0ecf8"
 
-    def __init__(self, *, table: str, key_range: Any, shard_location: str, allow_bucket_root: bool = False,
-                 aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
+    def __init__(self, *, table: str, key_range: Any, shard_location: str, page_size: int = 1000,
+                 allow_bucket_root: bool = False, aws_conn_id: str | None = "aws_default", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.page_size = page_size
         self.table = table
         self.key_range = key_range
         self.shard_location = shard_location
@@ -93,7 +98,8 @@ class FuseInventoryShardOperator(BaseOperator):
         progress = LogProgress(self.log)
         try:
             summary = write_shard(client, self.table, self.key_range, self.shard_location,
-                                  allow_bucket_root=self.allow_bucket_root, on_page=progress.page)
+                                  allow_bucket_root=self.allow_bucket_root, page_size=int(self.page_size),
+                                  on_page=progress.page)
         except FuseError as exc:
             raise fail_with(exc) from None
         self.log.info("Shard %d of %d: %d keys, %d entries in %d pages, saved to %s", summary["index"],
