@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
@@ -13,8 +16,9 @@ import pytest
 from airflow_fuse.engine import AmendOptions, ScanOptions, amend, scan, scan_report
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory
+from airflow_fuse.inventory_shards import KeyRange, write_shard
 from airflow_fuse.location import parse_table_uri
-from airflow_fuse.s3_inventory import load_inventory
+from airflow_fuse.s3_inventory import load_inventory, parse_manifest
 from tests.conftest import new_bucket
 from tests.helpers import data_versions, delete_keys, put_objects, read
 from tests.s3_inventory_files import write_inventory
@@ -141,3 +145,55 @@ def test_reports_that_cannot_be_used_are_refused_saying_why(moto_server, tmp_pat
     document = json.loads(s3.get_object(Bucket=bucket, Key=good.split(bucket + "/", 1)[1])["Body"].read())
     s3.put_object(Bucket=bucket, Key=document["files"][0]["key"], Body=b"not what S3 wrote")
     assert "does not match the MD5 checksum" in refused(good)
+
+
+def test_the_command_scans_and_amends_from_a_report(moto_server, tmp_path):
+    s3 = moto_server.client()
+    bucket = new_bucket(s3)
+    objects = _table(s3, bucket)
+    manifest = write_inventory(s3, bucket, fmt="CSV")
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=moto_server.access_key, AWS_SECRET_ACCESS_KEY=moto_server.secret_key)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "airflow_fuse.cli", *args, "--endpoint-url",
+                               moto_server.endpoint_url], env=env, capture_output=True, text=True, timeout=300)
+
+    scanned = run("scan", f"s3://{bucket}/t/", "--inventory-manifest", manifest, "--json")
+    assert scanned.returncode == 4, scanned.stderr
+    assert json.loads(scanned.stdout)["info"]["inventory"]["manifest"] == manifest
+    done = run("amend", f"s3://{bucket}/t/", "--inventory-manifest", manifest)
+    assert done.returncode == 0, done.stderr
+    assert "versions from the S3 Inventory" in done.stdout
+    assert all(read(s3, bucket, k) == v for k, v in objects.items() if k.startswith("t/"))
+    # Shards written earlier (here: one range) plan the same way from the command.
+    write_shard(s3, f"s3://{bucket}/t/", KeyRange(0, 1, None, None), str(tmp_path / "shards"))
+    again = run("scan", f"s3://{bucket}/t/", "--inventory-shards", str(tmp_path / "shards"), "--json")
+    assert again.returncode == 0, again.stderr  # nothing left to restore
+    assert json.loads(again.stdout)["info"]["inventory"]["shards"] == 1
+
+
+@pytest.mark.parametrize("fmt, schema", [
+    ("CSV", "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass, "
+            "IsMultipartUploaded, ReplicationStatus, EncryptionStatus"),
+    ("Parquet", "message s3.inventory { required binary bucket (UTF8); required binary key (UTF8); optional binary "
+                "version_id (UTF8); optional boolean is_latest; optional boolean is_delete_marker;  optional int64 "
+                "size;  optional int64 last_modified_date (TIMESTAMP_MILLIS);  optional binary e_tag (UTF8);}"),
+    ("Parquet", "message s3.inventory {  required binary bucket (STRING);  required binary key (STRING);  optional "
+                "binary version_id (STRING);  optional boolean is_latest;  optional boolean is_delete_marker;  "
+                "optional int64 size;  optional int64 last_modified_date (TIMESTAMP(MILLIS,true));  optional binary "
+                "e_tag (STRING);  optional binary storage_class (STRING);}"),
+    ("ORC", "struct<bucket:string,key:string,version_id:string,is_latest:boolean,is_delete_marker:boolean,size:bigint,"
+            "last_modified_date:timestamp,e_tag:string,storage_class:string,is_multipart_uploaded:boolean>"),
+])
+def test_manifests_as_aws_writes_them_are_understood(fmt, schema):
+    manifest = parse_manifest(json.dumps({
+        "sourceBucket": "example-source-bucket", "destinationBucket": "arn:aws:s3:::example-destination-bucket",
+        "version": "2016-11-30", "creationTimestamp": "1514944800000", "fileFormat": fmt, "fileSchema": schema,
+        "files": [{"key": "inventory/example-source-bucket/data/d754c470.parquet", "size": 56291,
+                   "MD5checksum": "5825f2e18e1695c2d030b9f6eexample"}]}).encode(), "s3://x/manifest.json")
+
+    assert manifest.destination_bucket == "example-destination-bucket"
+    assert manifest.created_at == datetime(2018, 1, 3, 2, 0, tzinfo=timezone.utc)
+    assert manifest.fields[:8] == ("Bucket", "Key", "VersionId", "IsLatest", "IsDeleteMarker", "Size",
+                                   "LastModifiedDate", "ETag")
+    assert manifest.files[0].size == 56291
