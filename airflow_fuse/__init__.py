@@ -38,6 +38,7 @@ def get_provider_info() -> dict:
                     "airflow_fuse.operators.amend",
                     "airflow_fuse.operators.verify",
                     "airflow_fuse.operators.undo",
+                    "airflow_fuse.operators.inventory",
                 ],
             }
         ],

@@ -50,6 +50,13 @@ def _selection(parser: argparse.ArgumentParser) -> None:
                              "current_snapshot_only=true; each format's options: "
                              + "; ".join(f"{name}: {', '.join(formats.get(name).options) or 'none'}"
                                          for name in formats.names(with_auto=False)))
+    parser.add_argument("--inventory-manifest", metavar="S3_URI",
+                        help="read the table's versions from this S3 Inventory report (s3://…/manifest.json of an "
+                             "inventory with all versions) instead of listing the table; the restore still "
+                             "re-checks every key it writes")
+    parser.add_argument("--inventory-shards", action="append", default=[], metavar="LOCATION",
+                        help="read the table's versions from inventory shards (FuseInventoryShardOperator's "
+                             "files, or the folder holding them; repeatable) instead of listing the table")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     _common(parser)
 
@@ -165,7 +172,16 @@ def _scan_options(args: argparse.Namespace) -> ScanOptions:
         rollback_keys=args.rollback_keys, allow_bucket_root=args.allow_bucket_root, table_prefix=args.table_prefix,
         snapshot_location=args.snapshot_location, include_history=args.include_history,
         layout_options=dict(args.layout_options),
+        inventory_manifest=getattr(args, "inventory_manifest", None) or None,
+        inventory_shards=_shards_arg(getattr(args, "inventory_shards", None)),
     )
+
+
+def _shards_arg(values: list[str] | None) -> list[str] | str | None:
+    """One location (a folder or a file) as given; several as a list of shard files."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
 
 
 def _layout_option(text: str) -> tuple[str, Any]:

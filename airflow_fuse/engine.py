@@ -63,6 +63,15 @@ class ScanOptions:
     snapshot_location: str | None = None
     include_history: bool = False
     layout_options: dict[str, Any] = field(default_factory=dict)
+    # Where the table's versions come from instead of a listing: an S3 Inventory report's manifest.json, or the
+    # inventory shards FuseInventoryShardOperator wrote (their locations, or the folder holding them).
+    inventory_manifest: str | None = None
+    inventory_shards: list[str] | str | None = None
+
+    def listing_given(self) -> bool:
+        """The versions come from an inventory made earlier, not from a listing in this call: a plan made from
+        it is re-checked with a listing before anything is written."""
+        return bool(self.inventory_manifest or self.inventory_shards)
 
     def all_layout_options(self) -> dict[str, Any]:
         """``layout_options`` with the named fields that were given."""
@@ -84,6 +93,9 @@ class ScanOptions:
         if since is not None and before is not None and since >= before:
             raise BadInputError(f"deleted_since ({isoformat(since)}) must be before deleted_before "
                                 f"({isoformat(before)})")
+        if self.inventory_manifest and self.inventory_shards:
+            raise BadInputError("give inventory_manifest (an S3 Inventory report) or inventory_shards (a sharded "
+                                "listing), not both")
         if self.table_format != formats.AUTO and times.any() and not formats.get(self.table_format).time_window:
             raise BadInputError(f"as_of / deleted_since / deleted_before select keys of a prefix table; a "
                                 f"{self.table_format} table is restored to its current state as its own metadata "
@@ -129,12 +141,8 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
     location = parse_table_uri(table, allow_bucket_root=options.allow_bucket_root)
     check_versioning(client, location, conn_id=conn_id)
     started = time.monotonic()
-    try:
-        inventory = Inventory.sweep(client, location.bucket, location.prefix, on_page=on_page,
-                                    concurrency=list_concurrency)
-    except Exception as exc:
-        raise explain(exc, bucket=location.bucket, client=client, conn_id=conn_id,
-                      action=f"list the versions under {location.prefix!r} in") from None
+    inventory, source = _take_inventory(client, location, options, conn_id=conn_id, on_page=on_page,
+                                        list_concurrency=list_concurrency)
     log.info("Listed %d keys (%d versions and delete markers) under %s in %d pages, %.1f s",
              inventory.key_count, len(inventory), location.uri, inventory.pages, time.monotonic() - started)
     table_format = options.table_format
@@ -146,7 +154,29 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
     result = layout.needed(inventory, reader)
     plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
     plan.info["metadata_reads"] = reader.requests
+    if source:
+        plan.info["inventory"] = source
     return plan
+
+
+def _take_inventory(client: Any, location: TableLocation, options: ScanOptions, *, conn_id: str | None,
+                    on_page: Callable[[int], None] | None,
+                    list_concurrency: int) -> tuple[Inventory, dict[str, Any] | None]:
+    """The table's versions: from an S3 Inventory report, from inventory shards, or listed now."""
+    if options.inventory_manifest:
+        from airflow_fuse.s3_inventory import load_inventory
+
+        return load_inventory(client, location, options.inventory_manifest)
+    if options.inventory_shards:
+        from airflow_fuse.inventory_shards import read_shards
+
+        return read_shards(client, location, options.inventory_shards)
+    try:
+        return Inventory.sweep(client, location.bucket, location.prefix, on_page=on_page,
+                               concurrency=list_concurrency), None
+    except Exception as exc:
+        raise explain(exc, bucket=location.bucket, client=client, conn_id=conn_id,
+                      action=f"list the versions under {location.prefix!r} in") from None
 
 
 @dataclass
@@ -206,8 +236,9 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
             plan_location = save_plan(the_plan, options.plan_uri, client=client)
         restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
                             multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
-        # A plan made moments ago in this call needs no second listing sweep when copies are few (Restorer.run).
-        recheck = "auto" if plan is None else "listing"
+        # A plan made moments ago in this call needs no second listing sweep when copies are few (Restorer.run);
+        # one made from an inventory taken earlier (S3 Inventory, shards) is re-checked like a saved plan.
+        recheck = "auto" if plan is None and not (scan_options and scan_options.listing_given()) else "listing"
         held_back = options.referenced_only and not _references_what_it_needs(the_plan)
         if held_back:
             log.warning("%s is a %s table: its metadata does not say which objects it needs, so a scheduled amend "

@@ -27,6 +27,22 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def inventory_lines(source: Any) -> list[str]:
+    """Where the versions came from when not from a listing in this run (``plan.info["inventory"]``)."""
+    if not isinstance(source, dict):
+        return []
+    if source.get("source") == "s3-inventory":
+        lines = [f"versions from the S3 Inventory {source.get('manifest')} ({source.get('format')}, created "
+                 f"{source.get('created_at')}, {source.get('age_hours')} h before the scan); a restore re-checks "
+                 "every key with a listing"]
+    else:
+        lines = [f"versions from {source.get('shards')} inventory shards listed from {source.get('listed_from')} "
+                 f"to {source.get('listed_until')}; a restore re-checks every key with a listing"]
+    if source.get("warning"):
+        lines.append(f"WARNING: {source['warning']}")
+    return lines
+
+
 @dataclass
 class Report:
     plan: Plan
@@ -115,6 +131,7 @@ class Report:
         for table in self.plan.tables:
             lines.append(f"  {table.line()}")
         lines.append(f"  listed {s['keys_listed']} keys / {s['versions_listed']} versions and delete markers")
+        lines += [f"  {line}" for line in inventory_lines(self.plan.info.get("inventory"))]
         lines.append(f"  needed {s['needed']}: present {s['present']}, to restore {s['restore']}, "
                      f"damaged {s['damaged']}, unrecoverable {s['unrecoverable']}; skipped {s['skipped']}")
         if self.restore is not None:

@@ -21,6 +21,13 @@ def fail_with(exc: FuseError) -> Exception:
     return exc
 
 
+def _shards(value: Any) -> list[Any] | str | None:
+    """Shards as the engine takes them: a location (str) or a list (XCom of mapped tasks is a lazy sequence)."""
+    if not value:
+        return None
+    return value if isinstance(value, str) else list(value)
+
+
 class FuseScanOperator(BaseOperator):
     """
     Find which objects a table needs, which are missing or damaged, and which version brings each back.
@@ -41,6 +48,12 @@ class FuseScanOperator(BaseOperator):
         the metadata-log files).
     :param layout_options: Options of the table format (``airflow_fuse.formats``), e.g. Iceberg's
         ``{"metadata_location": "s3://…/00003-….metadata.json", "current_snapshot_only": true}``.
+    :param inventory_manifest: Read the table's versions from this S3 Inventory report (``s3://…/manifest.json`` of
+        an inventory with all versions, Parquet, ORC or CSV) instead of listing the table (templated). The plan
+        says how old the inventory was; a restore re-checks every key with a listing before writing.
+    :param inventory_shards: Read the table's versions from inventory shards instead of listing the table
+        (templated): the output of ``FuseInventoryShardOperator.partial(...).expand(...)``, shard locations, or
+        the folder they were written to.
     :param plan_uri: Save the plan here (``.json`` or ``.parquet``; local path or ``s3://``), outside the table.
     :param fail_on_unrecoverable: Fail the task when objects the table needs cannot be recovered.
     :param fail_on_missing: Fail the task when objects are missing or damaged (a monitoring scan that alerts;
@@ -56,7 +69,8 @@ class FuseScanOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("table", "table_format", "as_of", "deleted_since", "deleted_before",
                                       "layout_options", "database", "databend_conn_id", "storage_root",
-                                      "table_prefix", "snapshot_location", "plan_uri", "aws_conn_id")
+                                      "table_prefix", "snapshot_location", "plan_uri", "aws_conn_id",
+                                      "inventory_manifest", "inventory_shards")
     ui_color = "#e0ecf8"
 
     def __init__(
@@ -80,10 +94,14 @@ class FuseScanOperator(BaseOperator):
         database: str | None = None,
         databend_conn_id: str | None = None,
         storage_root: str | None = None,
+        inventory_manifest: str | None = None,
+        inventory_shards: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.table = table
+        self.inventory_manifest = inventory_manifest
+        self.inventory_shards = inventory_shards
         self.database = database
         self.databend_conn_id = databend_conn_id
         self.storage_root = storage_root
@@ -110,6 +128,8 @@ class FuseScanOperator(BaseOperator):
             table_prefix=self.table_prefix or None,
             snapshot_location=self.snapshot_location or None, include_history=self.include_history,
             layout_options=self.layout_options,
+            inventory_manifest=self.inventory_manifest or None,
+            inventory_shards=_shards(self.inventory_shards),
         )
 
     def target(self) -> tuple[str, ScanOptions, Any]:
