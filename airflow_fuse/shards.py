@@ -366,8 +366,8 @@ def merge_reports(shards: list[dict[str, Any]], *, client: Any = None, plan_uri:
         plan_meta = plan_meta or meta
         summaries.append(summary)
         rows.extend(shard_rows)
-        if summary.get("exit_status") not in (EXIT_OK, EXIT_TO_RESTORE) or summary.get("remaining"):
-            not_done.append(f"{name} ({summary.get('remaining', 0)} remaining)")
+        if summary.get("exit_status") == EXIT_ERROR:  # failed or changed since the scan (unrecoverable: counted)
+            not_done.append(f"{name} ({len(summary.get('first_failures') or [])}+ keys not restored)")
     if not summaries:
         raise BadInputError("no shard saved a report: " + "; ".join(not_done))
     first = summaries[0]

@@ -150,7 +150,7 @@ def test_runbook_dry_run_writes_nothing_and_says_so(airflow_db, s3, conn_id, run
     run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)  # dry run: the default
     assert run.state == "success", states
     assert states["scan"] == "success" and states["route"] == "success"
-    assert {states["approval"], states["amend"], states["verify"]} == {"skipped"}
+    assert {states["approval"], states["shard"], states["amend"], states["report"], states["verify"]} == {"skipped"}
     assert all_versions(s3, bucket) == before
     n = len(expect["referenced_keys"])
     assert f"DRY RUN: nothing written; {n} objects would be restored" in caplog.text
@@ -185,17 +185,51 @@ def test_runbook_without_approval_restores_the_saved_plan(airflow_db, s3, conn_i
     run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)
     assert run.state == "success", states
     assert states == {"versioning": "success", "scan": "success", "route": "success", "approval": "skipped",
-                      "amend": "success", "verify": "success"}
+                      "shard": "success", "amend": "success", "report": "success", "verify": "success"}
     _assert_whole(s3, bucket, expect)
     run_dir = runbook_variables / "fuse_failsafe_runbook" / run.run_id
-    amend = _xcom(run, "amend")
-    assert amend["plan"] == str(run_dir / "plan.parquet")  # the scan's plan, not a second scan
-    assert amend["report"] == str(run_dir / "report.parquet") and (run_dir / "report.parquet").exists()
+    assert [ti.map_index for ti in run.get_task_instances() if ti.task_id == "amend"] == [0]  # one shard: the plan
+    assert _xcom(run, "shard") == [{"plan": str(run_dir / "plan.parquet"), "plan_digest": _xcom(run, "scan")[
+        "plan_digest"], "report_uri": str(run_dir / "report.parquet")}]
+    report = _xcom(run, "report")
+    assert report["plan"] == str(run_dir / "plan.parquet")  # the scan's plan, not a second scan
+    assert report["report"] == str(run_dir / "report.parquet") and (run_dir / "report.parquet").exists()
     plan = load_plan(str(run_dir / "plan.parquet"))
     assert sorted(i.key for i in plan.actionable()) == sorted(expect["referenced_keys"])
-    assert amend["restored"] == len(expect["referenced_keys"])
+    assert report["restored"] == len(expect["referenced_keys"]) and report["exit_status"] == 0
     verify = _xcom(run, "verify")
     assert verify["ok"] and verify["total_rows"] == expect["row_count"]
+
+
+def test_runbook_shards_a_big_plan_over_mapped_amend_tasks(airflow_db, s3, conn_id, runbook_variables):
+    """Above shard_keys keys to restore, the plan is cut by key range; one mapped amend per shard, named after its
+    range; the merged report counts each key once, and the union of the shards is the plan."""
+    from airflow_fuse.plan import load_plan
+    from airflow_fuse.shards import shard_info
+    from airflow_fuse.undo import load_report
+
+    bucket, expect = _broken_fuse_table(s3, "fuse_purged")
+    n = len(expect["referenced_keys"])
+    conf = {"table": f"s3://{bucket}/{expect['storage_root']}", "aws_conn_id": conn_id, "dry_run": False,
+            "require_approval": False, "shard_keys": 2}
+    run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)
+    assert run.state == "success", states
+    amends = sorted((ti for ti in run.get_task_instances() if ti.task_id == "amend"), key=lambda ti: ti.map_index)
+    count = -(-n // 2)
+    assert [ti.state for ti in amends] == ["success"] * count
+    assert [ti.rendered_map_index.split(":")[0] for ti in amends] == [f"shard {i}/{count}" for i in
+                                                                      range(1, count + 1)]
+    _assert_whole(s3, bucket, expect)
+    run_dir = runbook_variables / "fuse_failsafe_runbook" / run.run_id
+    plan = load_plan(str(run_dir / "plan.parquet"))
+    shards = [load_plan(entry["plan"]) for entry in _xcom(run, "shard")]
+    assert all(shard_info(s).parent_digest == plan.digest for s in shards)
+    assert sorted(i.key for s in shards for i in s.items) == sorted(i.key for i in plan.items)  # the union: the plan
+    report = _xcom(run, "report")
+    assert report["shards"] == count and report["restored"] == n and report["exit_status"] == 0
+    assert report["plan_digest"] == plan.digest
+    restored = [key.key for key in load_report(str(run_dir / "report.parquet")).keys]
+    assert sorted(restored) == sorted(expect["referenced_keys"])  # each key restored once
 
 
 def test_runbook_on_unversioned_bucket_fails_at_the_sensor(airflow_db, s3, conn_id, runbook_variables, capfd):
