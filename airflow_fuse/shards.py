@@ -389,6 +389,8 @@ def merge_reports(shards: list[dict[str, Any]], *, client: Any = None, plan_uri:
     out["requests"] = dict(sorted(requests.items()))
     out["requests_total"] = sum(requests.values())
     out["dry_run"] = any(bool(s.get("dry_run")) for s in summaries)
+    if any(s.get("held_back") for s in summaries):
+        out["held_back"] = True
     out["strategy"] = first.get("strategy")
     out["first_failures"] = [f for s in summaries for f in s.get("first_failures") or []][:5]
     out["first_unrecoverable"] = [u for s in summaries for u in s.get("first_unrecoverable") or []][:5]

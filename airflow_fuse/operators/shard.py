@@ -136,6 +136,11 @@ class FuseMergeReportsOperator(BaseOperator):
             raise AirflowFailException(
                 f"{summary['unrecoverable']} objects {summary['table']} needs cannot be recovered: "
                 + "; ".join(f"{u['key']}: {u['reason']}" for u in summary["first_unrecoverable"][:3]))
+        if summary.get("held_back") and summary["restore"] + summary["damaged"]:
+            raise AirflowFailException(
+                f"{summary['restore'] + summary['damaged']} objects of {summary['table']} are deleted or damaged and "
+                "were only reported: its metadata does not say which objects it needs (see FuseAmendOperator's "
+                "referenced_only)")
         if status == EXIT_ERROR or summary["shards_not_done"]:
             not_done = summary["shards_not_done"]
             raise AirflowException(
