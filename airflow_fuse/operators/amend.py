@@ -92,8 +92,10 @@ class FuseAmendOperator(FuseScanOperator):
         except FuseError as exc:
             raise fail_with(exc) from None
         self.log.info("\n%s", report.render())
+        # names for a mapped task in the UI (map_index_template, see operators.shard): the table, the shard
+        context["fuse_table"] = report.plan.location.uri  # type: ignore[typeddict-unknown-key]
         label = shard_label(report.plan)
-        if label:  # the mapped task's name in the UI: map_index_template="{{ fuse_shard }}"
+        if label:
             context["fuse_shard"] = label  # type: ignore[typeddict-unknown-key]
         summary = report.summary()
         if named is not None and not self.dry_run:

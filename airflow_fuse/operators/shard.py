@@ -27,6 +27,8 @@ from airflow_fuse.shards import DEFAULT_SHARD_KEYS, MAX_SHARDS, merge_reports, s
 
 # map_index_template for the mapped FuseAmendOperator: the shard's name and range once it ran (its file name before)
 SHARD_NAME = "{{ fuse_shard | default(task.plan.rsplit('/', 1)[-1]) }}"
+# the same over the shards of several tables: the table, then the shard
+TABLE_SHARD_NAME = "{{ fuse_table | default(task.plan) }}{{ (' ' ~ fuse_shard) if fuse_shard is defined else '' }}"
 
 
 def _client(aws_conn_id: str | None, *uris: Any) -> Any:
