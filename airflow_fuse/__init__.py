@@ -36,6 +36,7 @@ def get_provider_info() -> dict:
                 "python-modules": [
                     "airflow_fuse.operators.scan",
                     "airflow_fuse.operators.amend",
+                    "airflow_fuse.operators.shard",
                     "airflow_fuse.operators.verify",
                     "airflow_fuse.operators.undo",
                     "airflow_fuse.operators.inventory",

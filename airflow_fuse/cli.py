@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from airflow_fuse import __version__, databend, formats
+from airflow_fuse import __version__, cli_shards, databend, formats
 from airflow_fuse.engine import FORMATS, AmendOptions, ScanOptions, amend, scan_report
 from airflow_fuse.errors import EXIT_STATUSES, BadInputError, FuseError, redact
 from airflow_fuse.progress import TerminalProgress
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--workers", type=int, default=16, help="parallel requests (default 16)")
     am.add_argument("--report", help="save the full report (.json or .parquet; local path or s3://)")
     _undo_and_verify_parsers(sub)
+    cli_shards.add_parsers(sub, _common)
     pol = sub.add_parser("iam-policy", help="print the least-privilege IAM policy a mode needs on a table")
     pol.add_argument("table", help="the table location, s3://BUCKET/PREFIX/")
     pol.add_argument("--mode", choices=("scan", "undelete", "copy", "auto", "sensor"), required=True,
@@ -205,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         for noisy in ("botocore", "urllib3", "s3transfer"):
             logging.getLogger(noisy).setLevel(logging.INFO)
+    if args.command == "shard":
+        return cli_shards.run_shard(args, _client)
+    if args.command == "merge-reports":
+        return cli_shards.run_merge(args, _client)
     if args.command in ("undo", "verify"):
         return _run_undo(args) if args.command == "undo" else _run_verify(args)
     progress = TerminalProgress(sys.stderr)

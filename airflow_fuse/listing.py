@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 from airflow_fuse.listing_xml import _ROOT, SCHEMA, Page, _page_from_parsed, parse_list_versions
 
 __all__ = ["LIST_CONCURRENCY", "MAX_PAGES", "SCHEMA", "Chunk", "Listing", "Page", "VersionEntry", "compact",
-           "fetch_page", "finish", "iter_object_versions", "iter_pages", "list_entries", "list_page", "page_of",
-           "parse_list_versions", "table_entries"]
+           "fetch_page", "finish", "iter_object_versions", "iter_pages", "iter_range_versions", "list_entries",
+           "list_page", "page_of", "parse_list_versions", "table_entries"]
 
 # A safety bound on one walk: 10 million pages is 10 billion versions.
 MAX_PAGES = 10_000_000
@@ -317,6 +317,30 @@ def iter_object_versions(
     """
     for page in iter_pages(client, bucket, prefix, page_size=page_size, on_page=on_page):
         yield from merge_page(page)
+
+
+def iter_range_versions(
+    client: Any, bucket: str, prefix: str, *, after: str | None, end: str | None, page_size: int = 1000,
+    on_page: Any = None,
+) -> Iterator[VersionEntry]:
+    """Every version and delete marker of the keys under ``prefix`` in the range ``(after, end]`` (``None``: open).
+
+    The walk starts at ``KeyMarker=after`` and stops at the first page that shows a key past ``end`` (entries
+    beyond are dropped): a key range is listed without listing the rest of the prefix. Entries of keys ≤ ``after``
+    that a server lists anyway (moto lists the marker key) are dropped. ``after`` should be a key that exists:
+    moto drops the first entry at or after a KeyMarker (its own, when it exists).
+    """
+    for page in iter_pages(client, bucket, prefix, page_size=page_size, key_marker=after, on_page=on_page):
+        past = False
+        for entry in merge_page(page):
+            if after is not None and entry.key <= after:
+                continue
+            if end is not None and entry.key > end:
+                past = True
+                continue
+            yield entry
+        if past:
+            return
 
 
 # a whole listing ----------------------------------------------------------------------------------------

@@ -32,9 +32,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
-from airflow_fuse.listing import VersionEntry, iter_object_versions
+from airflow_fuse.listing import VersionEntry, iter_object_versions, iter_range_versions
 from airflow_fuse.plan import Plan, PlanItem
 from airflow_fuse.s3 import describe_error, error_code, refusal_hint
+from airflow_fuse.shards import shard_range
 from airflow_fuse.times import isoformat
 from airflow_fuse.versioning import check_versioning
 
@@ -386,6 +387,8 @@ class Restorer:
         self.conditional_writes = conditional_writes
         self.conn_id = conn_id
         self.check_before_copy = False
+        # A shard (airflow_fuse.shards) re-checks only its key range; one with a row outside it is refused here.
+        self.key_range = shard_range(plan)
 
     # public ---------------------------------------------------------------------------------------
     def dry_run(self) -> RestoreResult:
@@ -451,8 +454,7 @@ class Restorer:
         def page(_: int) -> None:
             result.relist_pages += 1
 
-        entries = iter_object_versions(self.client, self.plan.bucket, self.plan.prefix, on_page=page)
-        for history in iter_histories(entries):
+        for history in iter_histories(self._table_versions(on_page=page)):
             item = by_key.pop(history.key, None)
             if item is not None:
                 yield item, history
@@ -508,6 +510,13 @@ class Restorer:
                 pipeline.submit(self._undelete_batch, batch)
             while pipeline.outstanding:
                 harvest(block=True)
+
+    def _table_versions(self, on_page: Callable[[int], None] | None = None) -> Iterator[VersionEntry]:
+        """A fresh listing of the plan's keys: the whole prefix, or only a shard's key range."""
+        if self.key_range is None:
+            return iter_object_versions(self.client, self.plan.bucket, self.plan.prefix, on_page=on_page)
+        return iter_range_versions(self.client, self.plan.bucket, self.plan.prefix, after=self.key_range.after,
+                                   end=self.key_range.end, on_page=on_page)
 
     # looking at one key -----------------------------------------------------------------------------
     def key_history(self, key: str) -> KeyHistory | None:
@@ -774,9 +783,7 @@ class Restorer:
             return
         items = {item.key: item for item in self.plan.items if item.key in copied}
         if self._listing_pays(len(copied)):
-            histories: Iterable[KeyHistory] = (
-                h for h in iter_histories(iter_object_versions(self.client, self.plan.bucket, self.plan.prefix))
-                if h.key in copied)
+            histories: Iterable[KeyHistory] = (h for h in iter_histories(self._table_versions()) if h.key in copied)
         else:
             histories = (h for h in (self.key_history(key) for key in copied) if h is not None)
         for history in histories:

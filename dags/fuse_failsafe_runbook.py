@@ -20,12 +20,18 @@ Databend's `CALL SYSTEM$FUSE_AMEND('db', 't')`, for Databend Fuse tables and for
    why, the first keys of each kind, the plan's location and digest) under *Required actions* and
    chooses **Approve** or **Reject**. Reject, or no answer within 12 hours, ends the run with nothing
    written, and the `approval` log says so.
-5. `amend` — applies **that plan** (pinned by its digest: a plan changed since the review is refused): each key is
-   re-checked against a fresh listing first, and a key written or deleted since the scan is left alone.
+5. `shard` — a plan with more keys to restore than *keys per shard* (default 200,000; the Variable
+   `airflow_fuse_shard_keys` sets the default) is cut by key range into shards saved beside it
+   (`plan.shard-0001-of-000N.parquet`); a smaller plan is applied whole.
+6. `amend` — one mapped task per shard, spread over the executor's workers: each applies **that plan** (pinned by
+   its digest: a plan changed since the review is refused): each key is re-checked against a fresh listing of its
+   shard's key range first, and a key written or deleted since the scan is left alone.
    Removes delete markers over the right versions (or copies a version back where needed); never
-   deletes a version that holds data; safe to run twice. The per-key report (the undo manifest, for
-   `airflow-fuse undo --report`) is saved beside the plan: `…/<run_id>/report.parquet`.
-6. `verify` — reads every data file's Parquet footer: row counts must match the metadata (and
+   deletes a version that holds data; safe to run twice.
+7. `report` — merges the shards' reports into one per-key report (the undo manifest, for
+   `airflow-fuse undo --report`), saved beside the plan: `…/<run_id>/report.parquet`; fails if a shard did not
+   restore all its keys (clear that shard's task to run it again).
+8. `verify` — reads every data file's Parquet footer: row counts must match the metadata (and
    *expected row count* when given).
 
 Set up once: the Airflow Variable `airflow_fuse_ops_location` (e.g. `s3://ops-bucket/airflow-fuse/` or
@@ -47,15 +53,18 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_fuse import formats
 from airflow_fuse.operators.amend import FuseAmendOperator
 from airflow_fuse.operators.scan import FuseScanOperator
+from airflow_fuse.operators.shard import SHARD_NAME, FuseMergeReportsOperator, FuseShardOperator
 from airflow_fuse.operators.verify import FuseVerifyOperator
 from airflow_fuse.report import human_bytes
 from airflow_fuse.sensors.versioning import VersioningSensor
+from airflow_fuse.shards import DEFAULT_SHARD_KEYS
 
 log = logging.getLogger(__name__)
 
 DAG_ID = "fuse_failsafe_runbook"
 OPS_VARIABLE = "airflow_fuse_ops_location"
 CONN_IDS_VARIABLE = "airflow_fuse_aws_conn_ids"
+SHARD_KEYS_VARIABLE = "airflow_fuse_shard_keys"
 APPROVAL_TIMEOUT = timedelta(hours=12)
 FIRST_KEYS = 5  # keys of each kind shown in the approval
 # s3://bucket/prefix/, or a Databend table by name: database.table (as SYSTEM$FUSE_AMEND('db', 't') names it)
@@ -90,7 +99,17 @@ def run_dir(ops_location: str, dag_id: str, run_id: str) -> str:
     return f"{base}/{dag_id}/{run_id}"
 
 
+def _shard_keys() -> int:
+    keys = _variable(SHARD_KEYS_VARIABLE)
+    try:
+        return max(1, int(keys)) if keys is not None else DEFAULT_SHARD_KEYS
+    except ValueError:
+        log.warning("Variable %s must be a whole number of keys; using %d", SHARD_KEYS_VARIABLE, DEFAULT_SHARD_KEYS)
+        return DEFAULT_SHARD_KEYS
+
+
 CONN_IDS = _allowed_conn_ids()
+SHARD_KEYS = _shard_keys()
 _ops_default = _variable(OPS_VARIABLE)
 OPS_DEFAULT = _ops_default if isinstance(_ops_default, str) and re.fullmatch(OPS_PATTERN, _ops_default) else None
 
@@ -305,6 +324,11 @@ with DAG(
         "expect_row_count": Param(None, type=["null", "integer"], minimum=0, title="Expected row count",
                                   section="Restore",
                                   description="Verification fails unless the table has exactly this many rows."),
+        "shard_keys": Param(SHARD_KEYS, type="integer", minimum=1, title="Keys per shard", section="Restore",
+                            description="A plan with more keys to restore than this is cut by key range into shards "
+                                        "applied side by side by the executor's workers (one mapped amend task "
+                                        f"each); default: the Variable {SHARD_KEYS_VARIABLE}, else "
+                                        f"{DEFAULT_SHARD_KEYS}."),
         "aws_conn_id": Param(CONN_IDS[0], type=["null", "string"], enum=[*CONN_IDS, None], title="AWS connection",
                              section="Connection and storage",
                              description=f"Airflow connection with the credentials (and endpoint_url for an "
@@ -340,19 +364,27 @@ with DAG(
         if params.get("require_approval", True):
             return "approval"
         log.info("require_approval is off: applying the plan %s without asking", summary["plan"])
-        return "amend"
+        return "shard"
 
     approval = PlanApprovalOperator(task_id="approval", scan_task_id="scan", aws_conn_id=AWS_CONN,
                                     subject="Restore the table?", response_timeout=APPROVAL_TIMEOUT)
-    # THAT plan: the scan's, pinned by its digest (a plan changed since the review is refused, nothing written)
-    amend = FuseAmendOperator(task_id="amend", plan="{{ ti.xcom_pull(task_ids='scan')['plan'] }}",
-                              plan_digest="{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}",
-                              strategy="{{ params.strategy or 'auto' }}", report_uri=f"{RUN_DIR}/report.parquet",
-                              aws_conn_id=AWS_CONN,
+    # THAT plan: the scan's, pinned by its digest (a plan changed since the review is refused, nothing written),
+    # cut into shards above shard_keys keys to restore; each shard is pinned by its own digest.
+    plan = "{{ ti.xcom_pull(task_ids='scan')['plan'] }}"
+    digest = "{{ ti.xcom_pull(task_ids='scan')['plan_digest'] }}"
+    shard = FuseShardOperator(task_id="shard", plan=plan, plan_digest=digest, shard_keys="{{ params.shard_keys }}",
+                              report_uri=f"{RUN_DIR}/report.parquet", aws_conn_id=AWS_CONN,
                               trigger_rule="none_failed_min_one_success")
+    amend = FuseAmendOperator.partial(task_id="amend", strategy="{{ params.strategy or 'auto' }}",
+                                      aws_conn_id=AWS_CONN, map_index_template=SHARD_NAME,
+                                      ).expand_kwargs(shard.output)
+    # every shard done (restored or failed; not skipped): one report, the run fails if a shard did
+    report = FuseMergeReportsOperator(task_id="report", shards=shard.output, plan=plan, plan_digest=digest,
+                                      report_uri=f"{RUN_DIR}/report.parquet", aws_conn_id=AWS_CONN,
+                                      trigger_rule="none_skipped")
     verify = FuseVerifyOperator(task_id="verify", pre_execute=_typed_params, **SCAN_ARGS)
 
     routed = route(scan.output)
     versioning >> scan
-    routed >> approval >> amend
-    routed >> amend >> verify
+    routed >> approval >> shard
+    routed >> shard >> amend >> report >> verify

@@ -41,7 +41,7 @@ READY_TIMEOUT = 120.0  # api-server answering and the scheduler heartbeating
 PARSE_TIMEOUT = 90.0  # the DAG serialized by the dag-processor
 RUN_TIMEOUT = 240.0
 STOP_TIMEOUT = 20.0
-TASKS = ("versioning", "scan", "route", "approval", "amend", "verify")
+TASKS = ("versioning", "scan", "route", "approval", "shard", "amend", "report", "verify")
 
 
 def _free_port() -> int:
@@ -320,9 +320,19 @@ def finish(airflow: Airflow, run_path: str) -> tuple[dict[str, Any], dict[str, s
     run = airflow.wait_for("the run to finish", finished, RUN_TIMEOUT, interval=2.0)
     status, body = airflow.request("GET", f"{run_path}/taskInstances")
     assert status == 200, body
-    print("task instances:", [(ti["task_id"], ti["state"], ti["start_date"], ti["end_date"], ti["try_number"])
-                              for ti in body["task_instances"]])
-    return run, {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
+    print("task instances:", [(ti["task_id"], ti["map_index"], ti["state"], ti["start_date"], ti["end_date"],
+                               ti["try_number"]) for ti in body["task_instances"]])
+    states: dict[str, str] = {}
+    for ti in body["task_instances"]:  # a mapped task: "success" only when every instance succeeded
+        states[ti["task_id"]] = ti["state"] if states.get(ti["task_id"], ti["state"]) == ti["state"] else "mixed"
+    return run, states
+
+
+def mapped_instances(airflow: Airflow, run_path: str, task_id: str) -> list[dict[str, Any]]:
+    """The mapped task's instances (map index, state, rendered name), in map index order."""
+    status, body = airflow.request("GET", f"{run_path}/taskInstances/{task_id}/listMapped?limit=1000")
+    assert status == 200, body
+    return sorted(body["task_instances"], key=lambda ti: ti["map_index"])
 
 
 def task_log(airflow: Airflow, run_path: str, task_id: str) -> str:

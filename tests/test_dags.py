@@ -150,7 +150,7 @@ def test_runbook_dry_run_writes_nothing_and_says_so(airflow_db, s3, conn_id, run
     run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)  # dry run: the default
     assert run.state == "success", states
     assert states["scan"] == "success" and states["route"] == "success"
-    assert {states["approval"], states["amend"], states["verify"]} == {"skipped"}
+    assert {states["approval"], states["shard"], states["amend"], states["report"], states["verify"]} == {"skipped"}
     assert all_versions(s3, bucket) == before
     n = len(expect["referenced_keys"])
     assert f"DRY RUN: nothing written; {n} objects would be restored" in caplog.text
@@ -185,17 +185,52 @@ def test_runbook_without_approval_restores_the_saved_plan(airflow_db, s3, conn_i
     run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)
     assert run.state == "success", states
     assert states == {"versioning": "success", "scan": "success", "route": "success", "approval": "skipped",
-                      "amend": "success", "verify": "success"}
+                      "shard": "success", "amend": "success", "report": "success", "verify": "success"}
     _assert_whole(s3, bucket, expect)
     run_dir = runbook_variables / "fuse_failsafe_runbook" / run.run_id
-    amend = _xcom(run, "amend")
-    assert amend["plan"] == str(run_dir / "plan.parquet")  # the scan's plan, not a second scan
-    assert amend["report"] == str(run_dir / "report.parquet") and (run_dir / "report.parquet").exists()
+    assert [ti.map_index for ti in run.get_task_instances() if ti.task_id == "amend"] == [0]  # one shard: the plan
+    assert _xcom(run, "shard") == [{"plan": str(run_dir / "plan.parquet"), "plan_digest": _xcom(run, "scan")[
+        "plan_digest"], "report_uri": str(run_dir / "report.parquet")}]
+    report = _xcom(run, "report")
+    assert report["plan"] == str(run_dir / "plan.parquet")  # the scan's plan, not a second scan
+    assert report["report"] == str(run_dir / "report.parquet") and (run_dir / "report.parquet").exists()
     plan = load_plan(str(run_dir / "plan.parquet"))
     assert sorted(i.key for i in plan.actionable()) == sorted(expect["referenced_keys"])
-    assert amend["restored"] == len(expect["referenced_keys"])
+    assert report["restored"] == len(expect["referenced_keys"]) and report["exit_status"] == 0
     verify = _xcom(run, "verify")
     assert verify["ok"] and verify["total_rows"] == expect["row_count"]
+
+
+def test_runbook_shards_a_big_plan_over_mapped_amend_tasks(airflow_db, s3, conn_id, runbook_variables):
+    """Above shard_keys keys to restore, the plan is cut by key range; one mapped amend per shard, named after its
+    range; the merged report counts each key once, and the union of the shards is the plan."""
+    from airflow_fuse.plan import load_plan
+    from airflow_fuse.shards import shard_info
+    from airflow_fuse.undo import load_report
+
+    bucket, expect = _broken_fuse_table(s3, "fuse_purged")
+    n = len(expect["referenced_keys"])
+    conf = {"table": f"s3://{bucket}/{expect['storage_root']}", "aws_conn_id": conn_id, "dry_run": False,
+            "require_approval": False, "shard_keys": 5}
+    run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)
+    assert run.state == "success", states
+    amends = sorted((ti for ti in run.get_task_instances() if ti.task_id == "amend"), key=lambda ti: ti.map_index)
+    count = -(-n // 5)
+    assert count >= 3
+    assert [ti.state for ti in amends] == ["success"] * count
+    assert [ti.rendered_map_index.split(":")[0] for ti in amends] == [f"shard {i}/{count}" for i in
+                                                                      range(1, count + 1)]
+    _assert_whole(s3, bucket, expect)
+    run_dir = runbook_variables / "fuse_failsafe_runbook" / run.run_id
+    plan = load_plan(str(run_dir / "plan.parquet"))
+    shards = [load_plan(entry["plan"]) for entry in _xcom(run, "shard")]
+    assert all(shard_info(s).parent_digest == plan.digest for s in shards)
+    assert sorted(i.key for s in shards for i in s.items) == sorted(i.key for i in plan.items)  # the union: the plan
+    report = _xcom(run, "report")
+    assert report["shards"] == count and report["restored"] == n and report["exit_status"] == 0
+    assert report["plan_digest"] == plan.digest
+    restored = [key.key for key in load_report(str(run_dir / "report.parquet")).keys]
+    assert sorted(restored) == sorted(expect["referenced_keys"])  # each key restored once
 
 
 def test_runbook_on_unversioned_bucket_fails_at_the_sensor(airflow_db, s3, conn_id, runbook_variables, capfd):
@@ -208,7 +243,14 @@ def test_runbook_on_unversioned_bucket_fails_at_the_sensor(airflow_db, s3, conn_
     assert "versioning was never enabled" in out
 
 
-def test_periodic_amend_restores_each_table_and_isolates_failures(airflow_db, s3, conn_id, monkeypatch):
+@pytest.fixture
+def periodic_ops(monkeypatch, tmp_path) -> Path:
+    ops = tmp_path / "ops"
+    monkeypatch.setenv("AIRFLOW_VAR_AIRFLOW_FUSE_OPS_LOCATION", f"file://{ops}/")
+    return ops
+
+
+def test_periodic_amend_restores_each_table_and_isolates_failures(airflow_db, s3, conn_id, monkeypatch, periodic_ops):
     good_bucket, good = _broken_fuse_table(s3, "fuse_basic")
     bad_bucket, bad = _broken_fuse_table(s3, "fuse_legacy")
     # a lifecycle rule expired the only data version of one block: nothing can bring it back
@@ -226,12 +268,13 @@ def test_periodic_amend_restores_each_table_and_isolates_failures(airflow_db, s3
     names = {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in run.get_task_instances()
              if ti.map_index >= 0 and ti.state in ("success", "failed", "skipped")}
     tables = [f"s3://{good_bucket}/{good['storage_root']}", f"s3://{bad_bucket}/{bad['storage_root']}"]
-    assert names == {(task_id, i): tables[i] for task_id, i in names}
-    assert set(names) >= {("table.versioning", 0), ("table.amend", 0), ("table.verify", 0), ("table.announce", 0),
-                          ("table.versioning", 1), ("table.amend", 1)}
-    assert by_index[("table.amend", 0)] == "success" and by_index[("table.verify", 0)] == "success"
-    assert by_index[("table.announce", 0)] == "success"
-    assert by_index[("table.amend", 1)] == "failed"
+    assert names == {(task_id, i): tables[i] for task_id, i in names}  # below shard_keys: one amend per table
+    assert set(names) >= {("table.versioning", 0), ("table.scan", 0), ("amend", 0), ("finish.report", 0),
+                          ("finish.verify", 0), ("finish.announce", 0), ("table.versioning", 1), ("amend", 1),
+                          ("finish.report", 1)}
+    assert by_index[("amend", 0)] == "success" and by_index[("finish.verify", 0)] == "success"
+    assert by_index[("finish.announce", 0)] == "success"
+    assert by_index[("amend", 1)] == "failed" and by_index[("finish.report", 1)] == "failed"
     assert run.state == "failed"
     _assert_whole(s3, good_bucket, good)
     # the other blocks of the failing table were still restored; the lost one is reported, not invented
@@ -243,6 +286,47 @@ def test_periodic_amend_restores_each_table_and_isolates_failures(airflow_db, s3
     with create_session() as session:
         events = [e for e in session.query(AssetEvent).all() if e.source_run_id == run.run_id]
     assert [e.extra["table"] for e in events] == [f"s3://{good_bucket}/{good['storage_root']}"]
+
+
+def test_periodic_amend_shards_a_big_table(airflow_db, s3, conn_id, monkeypatch, periodic_ops):
+    """Above airflow_fuse_shard_keys keys to restore, a table's plan is cut into shards: one amend task per shard
+    (named after its table and range), the table's reports merged, each key restored once."""
+    from airflow_fuse.undo import load_report
+
+    big_bucket, big = _broken_fuse_table(s3, "fuse_purged")
+    small_bucket = new_bucket(s3)  # a prefix table with one key deleted inside its window: one amend, the plan
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"x": [1, 2]}), sink)
+    events = sink.getvalue()
+    put_objects(s3, small_bucket, {"events/a.parquet": events, "events/b.parquet": events})
+    delete_keys(s3, small_bucket, ["events/a.parquet"])
+    tables = [f"s3://{big_bucket}/{big['storage_root']}", f"s3://{small_bucket}/events/"]
+    monkeypatch.setenv("AIRFLOW_VAR_AIRFLOW_FUSE_SHARD_KEYS", "5")
+    monkeypatch.setenv("AIRFLOW_VAR_FUSE_PERIODIC_TABLES", json.dumps([
+        {"table": tables[0], "table_format": "fuse", "aws_conn_id": conn_id},
+        {"table": tables[1], "aws_conn_id": conn_id, "deletion_window_hours": 1}]))
+    run, _ = run_dag(_dag("fuse_periodic_amend"))
+    assert run.state == "success", [(ti.task_id, ti.map_index, ti.state) for ti in run.get_task_instances()]
+    amends = sorted((ti for ti in run.get_task_instances() if ti.task_id == "amend"), key=lambda ti: ti.map_index)
+    count = -(-len(big["referenced_keys"]) // 5)
+    assert [ti.state for ti in amends] == ["success"] * (count + 1)
+    assert [ti.rendered_map_index for ti in amends] == [
+        *(ti.rendered_map_index for ti in amends[:count]), tables[1]]
+    assert all(ti.rendered_map_index.startswith(f"{tables[0]} shard {i}/{count}: ")
+               for i, ti in enumerate(amends[:count], start=1))
+    _assert_whole(s3, big_bucket, big)
+    assert read(s3, small_bucket, "events/a.parquet") == events
+    reports = {ti.map_index: ti.xcom_pull(task_ids="finish.report", map_indexes=ti.map_index)
+               for ti in run.get_task_instances() if ti.task_id == "finish.report"}
+    assert reports[0]["shards"] == count and reports[0]["restored"] == len(big["referenced_keys"])
+    assert reports[1]["shards"] == 1 and reports[1]["restored"] == 1
+    restored = [k.key for k in load_report(reports[0]["report"]).keys]
+    assert sorted(restored) == sorted(big["referenced_keys"])  # each key once
 
 
 @pytest.mark.parametrize("name", ["fuse_indexes"])
@@ -293,7 +377,7 @@ def test_scan_saves_a_plan_that_amend_applies(airflow_db, s3, conn_id, tmp_path)
 
 
 def test_periodic_amend_reports_a_prefix_table_unless_it_has_a_deletion_window(airflow_db, s3, conn_id,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, periodic_ops):
     """A retention job's deletions under a prefix table must not be undone every hour: reported (the task fails so
     alerting fires), nothing written; an entry with deletion_window_hours restores deletions inside the window."""
     erased, windowed = new_bucket(s3), new_bucket(s3)
@@ -307,7 +391,8 @@ def test_periodic_amend_reports_a_prefix_table_unless_it_has_a_deletion_window(a
     ]))
     run, _ = run_dag(_dag("fuse_periodic_amend"))
     by_index = {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
-    assert by_index[("table.amend", 0)] == "failed" and run.state == "failed"
+    assert by_index[("amend", 0)] == "failed" and by_index[("finish.report", 0)] == "failed"
+    assert run.state == "failed"
     assert all_versions(s3, erased) == before and read(s3, erased, "events/a.parquet") is None
-    assert by_index[("table.amend", 1)] == "success"
+    assert by_index[("amend", 1)] == "success" and by_index[("finish.report", 1)] == "success"
     assert read(s3, windowed, "events/a.parquet") == b"a"

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from airflow_fuse.plan import load_plan
+from airflow_fuse.shards import shard_info
+from airflow_fuse.undo import load_report
 from tests.airflow_server import (
     CONN_ID,
     DAG_ID,
@@ -28,6 +31,7 @@ from tests.airflow_server import (
     answer,
     await_approval,
     finish,
+    mapped_instances,
     running_airflow,
     task_log,
     trigger,
@@ -38,6 +42,7 @@ from tests.helpers import all_versions, read
 pytestmark = pytest.mark.slow
 
 FIXTURE = "fuse_purged"
+SHARD_KEYS = 5  # the fixture's 13 keys to restore: 3 shards
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +70,9 @@ def test_bad_param_is_refused(airflow: Airflow, moto_server):
 
 
 def test_runbook_restores_only_after_approval_on_a_real_airflow(airflow: Airflow, moto_server):
-    """One run: scan → the plan's summary under Required actions → Approve over REST → that plan applied, verified.
-    A second run, rejected, writes nothing and says so."""
+    """One run: scan → the plan's summary under Required actions → Approve over REST → that plan, cut into shards
+    (shard_keys=5), applied by one mapped task per shard on LocalExecutor (parallelism 2), the shards' reports
+    merged, verified. A second run, rejected, writes nothing and says so."""
     s3 = moto_server.client()
     bucket, expect = broken_table(s3, FIXTURE)
     other_bucket, other = broken_table(s3, FIXTURE)
@@ -79,7 +85,7 @@ def test_runbook_restores_only_after_approval_on_a_real_airflow(airflow: Airflow
         t0 = time.monotonic()
         table = f"s3://{bucket}/{expect['storage_root']}"
         run_path = trigger(airflow, {"table": table, "aws_conn_id": CONN_ID, "dry_run": False,
-                                      "expect_row_count": expect["row_count"]})
+                                      "expect_row_count": expect["row_count"], "shard_keys": SHARD_KEYS})
         detail = await_approval(airflow, run_path)
         airflow.timings["run until the approval"] = time.monotonic() - t0
         # nothing written while the approval waits
@@ -106,11 +112,25 @@ def test_runbook_restores_only_after_approval_on_a_real_airflow(airflow: Airflow
         assert states == dict.fromkeys(TASKS, "success")
         assert "APPROVED by admin" in task_log(airflow, run_path, "approval")
 
-        status, xcom = airflow.request("GET", f"{run_path}/taskInstances/amend/xcomEntries/return_value")
+        # one mapped amend per shard, each named after its key range
+        count = -(-n // SHARD_KEYS)
+        shards = mapped_instances(airflow, run_path, "amend")
+        assert [(ti["map_index"], ti["state"]) for ti in shards] == [(i, "success") for i in range(count)], shards
+        assert [ti["rendered_map_index"].split(":")[0] for ti in shards] == [f"shard {i}/{count}"
+                                                                              for i in range(1, count + 1)]
+        status, xcom = airflow.request("GET", f"{run_path}/taskInstances/report/xcomEntries/return_value")
         assert status == 200, xcom
-        amend = json.loads(xcom["value"]) if isinstance(xcom["value"], str) else xcom["value"]
-        assert amend["plan"] == str(plan) and amend["restored"] == n  # the approved plan, not a new scan
-        assert amend["report"] == str(plan.parent / "report.parquet") and (plan.parent / "report.parquet").exists()
+        report = json.loads(xcom["value"]) if isinstance(xcom["value"], str) else xcom["value"]
+        assert report["plan"] == str(plan) and report["restored"] == n  # the approved plan, not a new scan
+        assert report["plan_digest"] == scan["plan_digest"] and report["shards"] == count
+        assert report["report"] == str(plan.parent / "report.parquet") and (plan.parent / "report.parquet").exists()
+        # the union of the shards is the approved plan; each key was restored once, by one shard
+        whole = load_plan(str(plan))
+        parts = [load_plan(str(p)) for p in sorted(plan.parent.glob("plan.shard-*.parquet"))]
+        assert len(parts) == count and all(shard_info(p).parent_digest == whole.digest for p in parts)
+        assert sorted(i.key for p in parts for i in p.items) == sorted(i.key for i in whole.items)
+        restored = [k.key for k in load_report(str(plan.parent / "report.parquet")).keys]
+        assert sorted(restored) == sorted(expect["referenced_keys"])
         status, xcom = airflow.request("GET", f"{run_path}/taskInstances/verify/xcomEntries/return_value")
         assert status == 200, xcom
         verify = json.loads(xcom["value"]) if isinstance(xcom["value"], str) else xcom["value"]

@@ -16,6 +16,7 @@ from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook
 from airflow_fuse.operators.scan import FuseScanOperator, fail_with
 from airflow_fuse.progress import LogProgress
 from airflow_fuse.restore import MULTIPART_THRESHOLD
+from airflow_fuse.shards import shard_label
 
 
 class FuseAmendOperator(FuseScanOperator):
@@ -91,6 +92,11 @@ class FuseAmendOperator(FuseScanOperator):
         except FuseError as exc:
             raise fail_with(exc) from None
         self.log.info("\n%s", report.render())
+        # names for a mapped task in the UI (map_index_template, see operators.shard): the table, the shard
+        context["fuse_table"] = report.plan.location.uri  # type: ignore[typeddict-unknown-key]
+        label = shard_label(report.plan)
+        if label:
+            context["fuse_shard"] = label  # type: ignore[typeddict-unknown-key]
         summary = report.summary()
         if named is not None and not self.dry_run:
             table, cursor = named
