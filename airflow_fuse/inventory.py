@@ -336,6 +336,17 @@ class Inventory:
         current = self._entries.take(self._starts.slice(0, len(self._keys)))
         return current.add_column(0, SCHEMA.field("key"), self._keys)
 
+    def key_batches(self, size: int = 65_536) -> Iterator[tuple[int, pa.Array, pa.Int64Array, pa.Table]]:
+        """The listing ``size`` keys at a time, for computing on the columns in bounded memory: (index of the
+        first key, the keys, where each key's entries start in the batch's entries then their count, those
+        entries as one chunk)."""
+        for first in range(0, len(self._keys), size):
+            stop = min(first + size, len(self._keys))
+            row, end = self._start_values[first], self._start_values[stop]
+            starts = pc.subtract(self._starts.slice(first, stop - first + 1), pa.scalar(row, pa.int64()))
+            yield (first, self._keys.slice(first, stop - first).combine_chunks(), starts,
+                   self._entries.slice(row, end - row).combine_chunks())
+
     def deleted(self) -> pa.Table:
         """The keys whose current entry is a delete marker (``key``, the marker's ``version_id`` and
         ``last_modified``), answered on the columns: what the prefix layout restores by default."""

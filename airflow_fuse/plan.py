@@ -24,11 +24,13 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_fuse.documents import read_document, write_document
@@ -77,12 +79,123 @@ class PlanItem:
         return self.status in ("restore", "damaged")
 
 
+class PlanRows(Sequence[PlanItem]):
+    """A plan's rows held as Arrow columns (``PLAN_SCHEMA``, one row per key): what a plan of millions of keys
+    is kept as. ``PlanItem`` objects are made when asked for, a batch at a time while iterating; each knows its
+    row (``row``). Read-only: an item changed in memory does not change the plan (build a ``Plan`` from a list of
+    items for that)."""
+
+    def __init__(self, table: pa.Table, rows: pa.Array | None = None) -> None:
+        if table.schema.remove_metadata() != PLAN_SCHEMA:
+            table = table.select(list(ITEM_FIELDS)).cast(PLAN_SCHEMA)
+        self.table = table.replace_schema_metadata(None)
+        # The plan rows these are (a subset of a plan: its actionable rows); None: rows 0..n-1.
+        self.rows = rows
+        self._digest_state: Any = None
+
+    @classmethod
+    def from_items(cls, items: Iterable[PlanItem]) -> PlanRows:
+        batches: list[pa.RecordBatch] = []
+        rows: list[dict[str, Any]] = []
+        for item in items:
+            rows.append({name: getattr(item, name) for name in ITEM_FIELDS})
+            if len(rows) >= _ROW_BATCH:
+                batches.append(pa.RecordBatch.from_pylist(rows, schema=PLAN_SCHEMA))
+                rows = []
+        if rows or not batches:
+            batches.append(pa.RecordBatch.from_pylist(rows, schema=PLAN_SCHEMA))
+        return cls(pa.Table.from_batches(batches, schema=PLAN_SCHEMA))
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @overload
+    def __getitem__(self, index: int) -> PlanItem: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[PlanItem]: ...
+
+    def __getitem__(self, index: int | slice) -> PlanItem | list[PlanItem]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return list(self._items(start, max(0, stop - start)))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return next(self._items(index, 1))
+
+    def __iter__(self) -> Iterator[PlanItem]:
+        return self._items(0, len(self))
+
+    def _items(self, start: int, length: int) -> Iterator[PlanItem]:
+        for first in range(start, start + length, _ROW_BATCH):
+            n = min(_ROW_BATCH, start + length - first)
+            batch = self.table.slice(first, n)
+            columns = [batch.column(name).to_pylist() for name in ITEM_FIELDS]
+            rows = range(first, first + n) if self.rows is None else self.rows.slice(first, n).to_pylist()
+            for row, values in zip(rows, zip(*columns, strict=True), strict=True):
+                item = RowItem(*values)
+                item.row = row
+                yield item
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PlanRows):
+            return self.table.equals(other.table)
+        if isinstance(other, list):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PlanRows({len(self)} rows)"
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.table.column(name)
+
+    def where(self, mask: pa.ChunkedArray | pa.Array) -> PlanRows:
+        """The rows where ``mask`` is true, each still knowing its row in the plan."""
+        rows = pc.indices_nonzero(mask if isinstance(mask, pa.Array) else mask.combine_chunks())
+        if self.rows is not None:
+            rows = self.rows.take(rows)
+        return PlanRows(self.table.filter(mask), rows.cast(pa.int64()))
+
+    def actionable_mask(self) -> pa.ChunkedArray:
+        return pc.is_in(self.column("status"), value_set=pa.array(["restore", "damaged"]))
+
+    def value_lists(self) -> Iterator[list[Any]]:
+        """Each row as the list of its values in ``ITEM_FIELDS`` order (what the digest hashes)."""
+        for batch in self.table.to_batches(max_chunksize=_ROW_BATCH):
+            yield from (list(values) for values in zip(*(c.to_pylist() for c in batch.columns), strict=True))
+
+
+class RowItem(PlanItem):
+    """A PlanItem made from a row of a ``PlanRows``; ``row`` is its row in the plan (not a field of it)."""
+
+    __slots__ = ("row",)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlanItem):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in ITEM_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _as_rows(items: Sequence[PlanItem]) -> PlanRows | None:
+    return items if isinstance(items, PlanRows) else None
+
+
 @dataclass
 class Plan:
     bucket: str
     prefix: str
     table_format: str
-    items: list[PlanItem]
+    # A list of PlanItem, or PlanRows (Arrow columns: how scans hold plans of millions of keys).
+    items: Sequence[PlanItem]
     created_at: str = ""
     listed_at: str = ""
     options: dict[str, Any] = field(default_factory=dict)
@@ -95,29 +208,66 @@ class Plan:
     def __post_init__(self) -> None:
         self.tables = [t if isinstance(t, TableSummary) else TableSummary.from_dict(t) for t in self.tables]
 
+    @classmethod
+    def from_table(cls, table: pa.Table, **header: Any) -> Plan:
+        """A plan whose rows are an Arrow table (columns named as PlanItem's fields; ``PLAN_SCHEMA``)."""
+        return cls(items=PlanRows(table), **header)
+
     @property
     def location(self) -> TableLocation:
         return TableLocation(self.bucket, self.prefix)
 
+    def rows_table(self) -> pa.Table:
+        """The rows as an Arrow table (``PLAN_SCHEMA``): the plan's own for a plan held as columns."""
+        rows = _as_rows(self.items)
+        return rows.table if rows is not None else PlanRows.from_items(self.items).table
+
     def counts(self) -> dict[str, int]:
-        counter = Counter(item.status for item in self.items)
+        rows = _as_rows(self.items)
+        if rows is not None:
+            found = pc.value_counts(rows.column("status")).to_pylist() if len(rows) else []
+            counter: Counter[str] = Counter({c["values"]: c["counts"] for c in found})
+        else:
+            counter = Counter(item.status for item in self.items)
         return {status: counter.get(status, 0) for status in STATUSES}
 
     def actionable(self) -> list[PlanItem]:
         return [item for item in self.items if item.actionable]
 
+    def actionable_items(self) -> Sequence[PlanItem]:
+        """The rows to act on (restore, damaged), without making objects of the others: a ``PlanRows`` for a
+        plan held as columns (its items know their ``row``), else a list."""
+        rows = _as_rows(self.items)
+        return rows.where(rows.actionable_mask()) if rows is not None else self.actionable()
+
+    def actionable_count(self) -> int:
+        counts = self.counts()
+        return counts["restore"] + counts["damaged"]
+
     def bytes_to_restore(self) -> int:
+        rows = _as_rows(self.items)
+        if rows is not None:
+            total = pc.sum(pc.if_else(rows.actionable_mask(), rows.column("size"), 0)).as_py() if len(rows) else 0
+            return int(total or 0)
         return sum(item.size for item in self.actionable())
 
+    def _action_counts(self) -> dict[str, int]:
+        rows = _as_rows(self.items)
+        if rows is not None:
+            actions = rows.column("action").filter(rows.actionable_mask())
+            return {c["values"]: c["counts"] for c in pc.value_counts(actions).to_pylist()} if len(actions) else {}
+        return dict(Counter(item.action for item in self.actionable()))
+
     def summary(self) -> dict[str, Any]:
-        actions = Counter(item.action for item in self.actionable())
+        actions = self._action_counts()
+        counts = self.counts()
         return {
             "table": self.location.uri,
             "table_format": self.table_format,
             "keys_listed": self.keys_listed,
             "versions_listed": self.versions_listed,
-            "needed": sum(1 for i in self.items if i.status != "skipped"),
-            **self.counts(),
+            "needed": len(self.items) - counts["skipped"],
+            **counts,
             "to_undelete": actions.get("undelete", 0),
             "to_copy": actions.get("copy", 0),
             "bytes_to_restore": self.bytes_to_restore(),
@@ -152,29 +302,39 @@ class Plan:
 
         Canonical form: compact JSON with sorted keys and ASCII escapes of ``{"plan": header, "fields":
         row field names, "items": each row as the list of its values}``; the header passes through JSON once
-        first, so a value saved as its string (``default=str``) hashes as that string.
+        first, so a value saved as its string (``default=str``) hashes as that string. Hashed as a stream, the
+        rows a batch at a time; a plan held as columns hashes its rows once (they cannot change).
         """
+        rows = _as_rows(self.items)
+        state = rows._digest_state if rows is not None else None
+        if state is None:
+            state = hashlib.sha256()
+            state.update(b'{"fields":' + _canonical(list(ITEM_FIELDS)) + b',"items":[')
+            values = rows.value_lists() if rows is not None else (
+                [getattr(item, name) for name in ITEM_FIELDS] for item in self.items)
+            first = True
+            batch: list[list[Any]] = []
+            for value in values:
+                batch.append(value)
+                if len(batch) >= _ROW_BATCH:
+                    state.update((b"" if first else b",") + _canonical(batch)[1:-1])
+                    first, batch = False, []
+            if batch:
+                state.update((b"" if first else b",") + _canonical(batch)[1:-1])
+            if rows is not None:
+                rows._digest_state = state.copy()
+        else:
+            state = state.copy()
         header = json.loads(json.dumps(self.header(), default=str))
-        rows = [[getattr(item, name) for name in ITEM_FIELDS] for item in self.items]
-        text = json.dumps({"plan": header, "fields": ITEM_FIELDS, "items": rows}, sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=True, default=str)
-        return hashlib.sha256(text.encode("ascii")).hexdigest()
+        state.update(b'],"plan":' + _canonical(header) + b"}")
+        return state.hexdigest()
 
     def to_json(self) -> str:
         return json.dumps({**self.meta(), "items": [asdict(i) for i in self.items]}, indent=1, default=str)
 
     def to_parquet(self) -> bytes:
-        rows = [asdict(i) for i in self.items]
-        schema = pa.schema(
-            [("key", pa.string()), ("status", pa.string()), ("kind", pa.string()), ("action", pa.string()),
-             ("version_id", pa.string()), ("size", pa.int64()), ("etag", pa.string()), ("reason", pa.string()),
-             ("current_version_id", pa.string()), ("current_is_delete_marker", pa.bool_()),
-             ("current_etag", pa.string()), ("current_size", pa.int64()), ("current_last_modified", pa.string()),
-             ("last_modified", pa.string()),
-             ("delete_markers", pa.list_(pa.string())), ("expected_size", pa.int64()), ("row_count", pa.int64())],
-            metadata={"airflow_fuse.plan": json.dumps(self.meta(), default=str)},
-        )
-        table = pa.Table.from_pylist(rows, schema=schema)
+        table = self.rows_table().combine_chunks().replace_schema_metadata(
+            {"airflow_fuse.plan": json.dumps(self.meta(), default=str)})
         sink = io.BytesIO()
         pq.write_table(table, sink)
         return sink.getvalue()
@@ -229,6 +389,20 @@ class Plan:
 
 
 ITEM_FIELDS = tuple(f.name for f in fields(PlanItem))
+PLAN_SCHEMA = pa.schema(
+    [("key", pa.string()), ("status", pa.string()), ("kind", pa.string()), ("action", pa.string()),
+     ("version_id", pa.string()), ("size", pa.int64()), ("etag", pa.string()), ("reason", pa.string()),
+     ("current_version_id", pa.string()), ("current_is_delete_marker", pa.bool_()),
+     ("current_etag", pa.string()), ("current_size", pa.int64()), ("current_last_modified", pa.string()),
+     ("last_modified", pa.string()),
+     ("delete_markers", pa.list_(pa.string())), ("expected_size", pa.int64()), ("row_count", pa.int64())])
+assert tuple(PLAN_SCHEMA.names) == ITEM_FIELDS
+_ROW_BATCH = 8192  # rows made into objects (or hashed) at a time
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii")
+
 _ITEM_FIELD_SET = frozenset(ITEM_FIELDS)
 _HEADER_FIELDS = ("format", "bucket", "prefix", "table_format", "created_at", "listed_at", "options", "info",
                   "tables", "keys_listed", "versions_listed", "listing_pages")
@@ -508,6 +682,10 @@ def open_plan(plan: str | Plan, *, client: Any = None, table: TableLocation | No
 
 # planning ---------------------------------------------------------------------------------------
 
+ONLY_MARKERS_LEFT = ("only delete markers are left: the versions holding data were permanently deleted or expired "
+                     "by a lifecycle rule (NoncurrentVersionExpiration)")
+
+
 def _unrecoverable_reason(history: KeyHistory | None, obj: NeededObject) -> str:
     if history is None:
         return ("no version of this key is listed: it was never written, or every version was permanently "
@@ -524,8 +702,7 @@ def _unrecoverable_reason(history: KeyHistory | None, obj: NeededObject) -> str:
     if any(e.version_id == "null" for e in history.entries):
         return ("only a 'null' delete marker is left: the data was written or deleted while versioning was "
                 "Suspended, which replaces the 'null' version, so no older version exists")
-    return ("only delete markers are left: the versions holding data were permanently deleted or expired by a "
-            "lifecycle rule (NoncurrentVersionExpiration)")
+    return ONLY_MARKERS_LEFT
 
 
 def plan_object(obj: NeededObject, history: KeyHistory | None) -> PlanItem:
@@ -599,22 +776,30 @@ def _damage(obj: NeededObject, size: int) -> str:
 
 def build_plan(inventory: Inventory, layout_result: LayoutResult, *, table_format: str,
                options: dict[str, Any] | None = None) -> Plan:
-    items: list[PlanItem] = []
-    seen: set[str] = set()
-    for obj in layout_result.needed:
-        if obj.key in seen:
-            continue
-        seen.add(obj.key)
-        items.append(plan_object(obj, inventory.history(obj.key)))
-    for skipped in layout_result.skipped:
-        if skipped.key not in seen:
-            seen.add(skipped.key)
-            items.append(PlanItem(key=skipped.key, status="skipped", kind=skipped.kind, reason=skipped.reason))
+    """The plan of every key the layout needs, then of the keys it skipped; held as Arrow columns (``PlanRows``).
+
+    A layout that asks for the deleted keys (``LayoutResult.deleted``) has them planned on the inventory's columns
+    (``airflow_fuse.deleted_plan``), in key order, with no Python object per key."""
+    if layout_result.deleted is not None:
+        rows = _deleted_rows(inventory, layout_result)
+    else:
+        items: list[PlanItem] = []
+        seen: set[str] = set()
+        for obj in layout_result.needed:
+            if obj.key in seen:
+                continue
+            seen.add(obj.key)
+            items.append(plan_object(obj, inventory.history(obj.key)))
+        for skipped in layout_result.skipped:
+            if skipped.key not in seen:
+                seen.add(skipped.key)
+                items.append(PlanItem(key=skipped.key, status="skipped", kind=skipped.kind, reason=skipped.reason))
+        rows = PlanRows.from_items(items)
     return Plan(
         bucket=inventory.bucket,
         prefix=inventory.prefix,
         table_format=table_format,
-        items=items,
+        items=rows,
         created_at=isoformat(datetime.now(timezone.utc)) or "",
         listed_at=isoformat(inventory.listed_at) or "",
         options=options or {},
@@ -624,6 +809,30 @@ def build_plan(inventory: Inventory, layout_result: LayoutResult, *, table_forma
         versions_listed=len(inventory),
         listing_pages=inventory.pages,
     )
+
+
+def _deleted_rows(inventory: Inventory, layout_result: LayoutResult) -> PlanRows:
+    """The deleted keys' rows (computed on the columns; the odd histories by ``plan_object``) in key order, then
+    the rows of the deleted keys outside the window (skipped)."""
+    from airflow_fuse.deleted_plan import plan_deleted  # it builds on this module's schema
+
+    if layout_result.needed or layout_result.skipped:
+        raise ValueError("a layout result gives its keys as objects or as the deleted keys, not both")
+    assert layout_result.deleted is not None
+    needed: list[pa.Table] = []
+    skipped: list[pa.Table] = []
+    for part in plan_deleted(inventory, layout_result.deleted):
+        rows = part.needed
+        if part.slow:
+            keys = inventory.keys()
+            odd = PlanRows.from_items(plan_object(NeededObject(keys[i]), inventory.history(keys[i]))
+                                      for i in part.slow).table
+            odd = odd.append_column("_index", pa.array(part.slow, pa.int64()))
+            rows = pa.concat_tables([rows, odd]).sort_by("_index")
+        needed.append(rows.drop_columns(["_index"]))
+        skipped.append(part.skipped)
+    tables = [t.cast(PLAN_SCHEMA) for t in needed + skipped if t.num_rows]
+    return PlanRows(pa.concat_tables(tables) if tables else PLAN_SCHEMA.empty_table())
 
 
 # storage of plans and reports ------------------------------------------------------------------

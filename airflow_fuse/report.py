@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_fuse.documents import write_document
 from airflow_fuse.errors import EXIT_ERROR, EXIT_OK, EXIT_TO_RESTORE, EXIT_UNRECOVERABLE
-from airflow_fuse.plan import Plan
-from airflow_fuse.restore import RestoreResult
+from airflow_fuse.plan import Plan, PlanItem, PlanRows
+from airflow_fuse.restore import RestoreResult, plain_outcome
 
 SUMMARY_LIMIT = 32 * 1024
 
@@ -68,13 +70,13 @@ class Report:
             return EXIT_UNRECOVERABLE
         if self.restore is not None and not self.restore.dry_run:
             return EXIT_ERROR if self.restore.not_done else EXIT_OK
-        return EXIT_TO_RESTORE if self.plan.actionable() else EXIT_OK
+        return EXIT_TO_RESTORE if self.plan.actionable_count() else EXIT_OK
 
     @property
     def remaining(self) -> int:
         """Keys the table needs that are still not whole after this run."""
         if self.restore is None or self.restore.dry_run:
-            return len(self.plan.actionable()) + self.unrecoverable
+            return self.plan.actionable_count() + self.unrecoverable
         return len(self.restore.not_done) + self.unrecoverable
 
     def summary(self) -> dict[str, Any]:
@@ -85,17 +87,17 @@ class Report:
         if self.plan.info:
             out["info"] = {k: (v[:10] if isinstance(v, list) else v) for k, v in list(self.plan.info.items())[:20]}
         if self.restore is not None:
-            results = Counter(o.result for o in self.restore.outcomes)
+            results = self.restore.counts()
             out["dry_run"] = self.restore.dry_run
             out["strategy"] = self.restore.strategy
             out["results"] = dict(sorted(results.items()))
             out["restored"] = results.get("undeleted", 0) + results.get("copied", 0)
-            out["bytes_restored"] = sum(o.size for o in self.restore.outcomes if o.result in ("undeleted", "copied"))
+            out["bytes_restored"] = self.restore.bytes_restored()
             out["failed"] = results.get("failed", 0)
             out["first_failures"] = [{"key": o.key, "result": o.result, "detail": o.detail[:300]}
                                      for o in self.restore.not_done[:5]]
         out["first_unrecoverable"] = [{"key": i.key, "reason": i.reason[:300]}
-                                      for i in self.plan.items if i.status == "unrecoverable"][:5]
+                                      for i in islice(self._items("unrecoverable"), 5)]
         if self.held_back:
             out["held_back"] = True
         out["remaining"] = self.remaining
@@ -110,19 +112,35 @@ class Report:
             out.pop("info", None)
         return out
 
+    def _items(self, status: str) -> Iterator[PlanItem]:
+        """The plan's rows with this status (on the columns, for a plan held as columns)."""
+        items = self.plan.items
+        if isinstance(items, PlanRows):
+            return iter(items.where(pc.equal(items.column("status"), status)))
+        return (i for i in items if i.status == status)
+
     def rows(self) -> list[dict[str, Any]]:
-        outcomes = {o.key: o for o in self.restore.outcomes} if self.restore else {}
-        rows = []
-        for item in self.plan.items:
-            o = outcomes.get(item.key)
-            rows.append({
+        return list(self.iter_rows())
+
+    def iter_rows(self, *, shown_only: bool = False) -> Iterator[dict[str, Any]]:
+        """One row per plan row with its outcome, in plan order (``shown_only``: the rows that are not present)."""
+        by_key = {o.key: o for o in self.restore.outcomes.objects()} if self.restore else {}
+        codes = self.restore.outcomes.codes_by_row(len(self.plan.items)) if self.restore else bytearray()
+        items: Iterable[PlanItem] = self.plan.items
+        if shown_only:
+            items = (self.plan.items.where(pc.not_equal(self.plan.items.column("status"), "present"))
+                     if isinstance(self.plan.items, PlanRows) else (i for i in items if i.status != "present"))
+        for item in items:
+            row = getattr(item, "row", -1)
+            code = codes[row] if 0 <= row < len(codes) else 0
+            o = plain_outcome(code, item) if code else by_key.get(item.key)
+            yield {
                 "key": item.key, "kind": item.kind, "status": item.status, "action": o.action if o else item.action,
                 "version_id": item.version_id, "size": item.size, "reason": item.reason,
                 "result": o.result if o else "", "detail": o.detail if o else "",
                 "delete_markers_removed": list(o.markers_removed) if o else [],
                 "new_version_id": o.new_version_id if o else "",
-            })
-        return rows
+            }
 
     # rendering ------------------------------------------------------------------------------------
     def render(self, *, max_rows: int = 40) -> str:
@@ -136,14 +154,15 @@ class Report:
                      f"damaged {s['damaged']}, unrecoverable {s['unrecoverable']}; skipped {s['skipped']}")
         if self.restore is not None:
             verb = "would restore" if self.restore.dry_run else "restored"
-            count = len(self.plan.actionable()) if self.restore.dry_run else s["restored"]
+            count = self.plan.actionable_count() if self.restore.dry_run else s["restored"]
             size = self.plan.bytes_to_restore() if self.restore.dry_run else s["bytes_restored"]
             lines.append(f"  {verb} {count} objects ({human_bytes(size)}) with strategy {s['strategy']}: "
                          + ", ".join(f"{k} {v}" for k, v in s["results"].items()))
         lines.append(f"  plan digest {s['plan_digest']}" + (f", saved to {s['plan']}" if s["plan"] else ""))
         lines.append(f"  {s['requests_total']} S3 requests in {s['seconds']:.1f} s: "
                      + ", ".join(f"{k} {v}" for k, v in s["requests"].items()))
-        shown = [r for r in self.rows() if r["status"] != "present"]
+        shown = list(islice(self.iter_rows(shown_only=True), max_rows))
+        more = s["needed"] + s["skipped"] - s["present"] - len(shown)
         if shown:
             width = min(max(len(r["key"]) for r in shown[:max_rows]), 70)
             lines.append(f"  {'key':<{width}}  {'status':<13} {'action':<8} {'result':<18} reason / detail")
@@ -151,8 +170,8 @@ class Report:
                 key = r["key"] if len(r["key"]) <= width else "…" + r["key"][-(width - 1):]
                 lines.append(f"  {key:<{width}}  {r['status']:<13} {r['action'] or '-':<8} {r['result'] or '-':<18} "
                              f"{r['detail'] or r['reason']}")
-            if len(shown) > max_rows:
-                lines.append(f"  … and {len(shown) - max_rows} more rows in the full report")
+            if more > 0:
+                lines.append(f"  … and {more} more rows in the full report")
         if s["remaining"]:
             lines.append(f"  NOT WHOLE: {s['remaining']} needed objects are still missing or damaged")
         elif self.restore is not None and not self.restore.dry_run:

@@ -22,18 +22,22 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
 from airflow_fuse.listing import VersionEntry, iter_object_versions, iter_range_versions
-from airflow_fuse.plan import Plan, PlanItem
+from airflow_fuse.plan import Plan, PlanItem, PlanRows
 from airflow_fuse.s3 import describe_error, error_code, refusal_hint
 from airflow_fuse.shards import shard_range
 from airflow_fuse.times import isoformat
@@ -85,26 +89,174 @@ class Outcome:
     seen_versions: tuple[str, ...] = ()  # a copy: the key's version ids when it was re-checked (not reported)
 
 
+# Outcomes that are exactly what their plan row says, kept as (row, code): (result, action), and whether the plan
+# row's delete markers were the ones removed (or would be).
+_PLAIN: dict[int, tuple[Result, str, bool]] = {1: ("undeleted", "undelete", True),
+                                               2: ("would undelete", "undelete", True),
+                                               3: ("would copy", "copy", False)}
+_PLAIN_CODES = {(result, action): code for code, (result, action, _) in _PLAIN.items()}
+_BATCH = 8192
+
+
+def _plain_detail(code: int, markers: int) -> str:
+    return f"removed {markers} delete marker(s)" if code == 1 else ""
+
+
+def plain_outcome(code: int, item: PlanItem) -> Outcome:
+    """The outcome a plain code stands for, for its plan row."""
+    result, action, removed = _PLAIN[code]
+    return Outcome(item.key, result, action, item.version_id, item.size, _plain_detail(code, len(item.delete_markers)),
+                   markers_removed=list(item.delete_markers) if removed else [])
+
+
+class Outcomes(Sequence[Outcome]):
+    """The outcomes of a restore in the order recorded, in memory that does not grow with the keys restored.
+
+    An outcome that is exactly what its plan row says (the key was undeleted by removing the plan's delete markers,
+    or would be; a copy that would be made) is kept as its plan row and a code, 5 bytes; any other (failed, changed
+    since scan, copied, ...) as its ``Outcome`` object, which stays the same object (``_settle_copies`` updates
+    copies in place). Iterating makes the plain ones back into ``Outcome`` objects, a batch at a time.
+    """
+
+    def __init__(self, outcomes: Iterable[Outcome] = (), plan_rows: PlanRows | None = None) -> None:
+        self._codes = bytearray()  # per outcome: 0 an object, else a _PLAIN code
+        self._rows = array("i")  # the plan row of each plain outcome
+        self._plain_codes = bytearray()  # and its code
+        self._objects: list[Outcome] = []
+        self._plan = plan_rows
+        for outcome in outcomes:
+            self.append(outcome)
+
+    def append(self, outcome: Outcome, item: PlanItem | None = None) -> None:
+        row = getattr(item, "row", None)
+        code = _PLAIN_CODES.get((outcome.result, outcome.action), 0)
+        if (code and row is not None and self._plan is not None and item is not None and outcome.key == item.key
+                and outcome.version_id == item.version_id and outcome.size == item.size
+                and not outcome.new_version_id and not outcome.seen_versions
+                and outcome.markers_removed == (item.delete_markers if _PLAIN[code][2] else [])
+                and outcome.detail == _plain_detail(code, len(item.delete_markers))):
+            self._codes.append(code)
+            self._rows.append(row)
+            self._plain_codes.append(code)
+            return
+        self._codes.append(0)
+        self._objects.append(outcome)
+
+    def objects(self) -> list[Outcome]:
+        """The outcomes kept as objects: every one that is not plainly what the plan said (failed, changed since
+        scan, already restored, copied)."""
+        return self._objects
+
+    def counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter(o.result for o in self._objects)
+        for code, (result, _, _) in _PLAIN.items():
+            if n := self._plain_codes.count(code):
+                counts[result] += n
+        return counts
+
+    def plain_rows(self, code: int) -> pa.Array:
+        """The plan rows of the plain outcomes with this code."""
+        codes = pa.array(self._plain_codes, pa.uint8())
+        return pa.array(self._rows, pa.int32()).filter(pc.equal(codes, code))
+
+    def codes_by_row(self, rows: int) -> bytearray:
+        """Per plan row, the code of its plain outcome (0: none); ``plain_outcome(code, item)`` makes it."""
+        codes = bytearray(rows)
+        for row, code in zip(self._rows, self._plain_codes, strict=True):
+            codes[row] = code
+        return codes
+
+    def bytes_of(self, results: tuple[str, ...]) -> int:
+        """Bytes of the outcomes with these results."""
+        total = sum(o.size for o in self._objects if o.result in results)
+        for code, (result, _, _) in _PLAIN.items():
+            if result in results and self._plan is not None and code in self._plain_codes:
+                total += int(pc.sum(self._plan.column("size").take(self.plain_rows(code))).as_py() or 0)
+        return total
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __iter__(self) -> Iterator[Outcome]:
+        objects = iter(self._objects)
+        plain = 0
+        for start in range(0, len(self._codes), _BATCH):
+            codes = self._codes[start:start + _BATCH]
+            n_plain = len(codes) - codes.count(0)
+            made = iter(self._plain(plain, n_plain))
+            plain += n_plain
+            for code in codes:
+                yield next(objects) if code == 0 else next(made)
+
+    def _plain(self, first: int, n: int) -> list[Outcome]:
+        """The plain outcomes ``first`` to ``first + n`` (in the order recorded) as objects."""
+        if not n:
+            return []
+        assert self._plan is not None
+        rows = pa.array(self._rows[first:first + n], pa.int32())
+        taken = self._plan.table.select(["key", "version_id", "size", "delete_markers"]).take(rows).to_pydict()
+        return [plain_outcome(code, PlanItem(key, "restore", version_id=version_id, size=size,
+                                             delete_markers=markers))
+                for key, version_id, size, markers, code in zip(
+                    taken["key"], taken["version_id"], taken["size"], taken["delete_markers"],
+                    self._plain_codes[first:first + n], strict=True)]
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Outcome]: ...
+
+    def __getitem__(self, index: int | slice) -> Outcome | list[Outcome]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        objects_before = self._codes.count(0, 0, index)
+        if self._codes[index] == 0:
+            return self._objects[objects_before]
+        return self._plain(index - objects_before, 1)[0]
+
+    def __repr__(self) -> str:
+        return f"Outcomes({len(self)}: {dict(self.counts())})"
+
+
 @dataclass
 class RestoreResult:
     strategy: str
     dry_run: bool
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: Outcomes = field(default_factory=Outcomes)  # a list of Outcome is taken too
     seconds: float = 0.0
     relist_pages: int = 0
     started_at: str = ""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.outcomes, Outcomes):
+            self.outcomes = Outcomes(self.outcomes)
+
+    def record(self, outcome: Outcome, item: PlanItem | None = None) -> None:
+        """Keep one key's outcome (``item``: its plan row, which lets a plain outcome be kept in 5 bytes)."""
+        self.outcomes.append(outcome, item)
+
+    def counts(self) -> Counter[str]:
+        return self.outcomes.counts()
+
     def count(self, result: Result) -> int:
-        return sum(1 for o in self.outcomes if o.result == result)
+        return self.counts().get(result, 0)
+
+    def bytes_restored(self) -> int:
+        return self.outcomes.bytes_of(RESTORED)
 
     @property
     def failed(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.result == "failed"]
+        return [o for o in self.outcomes.objects() if o.result == "failed"]
 
     @property
     def not_done(self) -> list[Outcome]:
         """Keys this run did not bring back: failed, or changed since the scan (scan again)."""
-        return [o for o in self.outcomes if o.result in NOT_DONE]
+        return [o for o in self.outcomes.objects() if o.result in NOT_DONE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +461,18 @@ def needs_key_listing(item: PlanItem) -> bool:
 
 # machinery ---------------------------------------------------------------------------------------------
 
+def _in_key_order(work: Sequence[PlanItem]) -> Sequence[PlanItem]:
+    """The work sorted by key as S3 lists keys (UTF-8 byte order, which is Python's order of str)."""
+    if isinstance(work, PlanRows):
+        keys = work.column("key")
+        if len(keys) < 2 or pc.all(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py():
+            return work
+        order = pc.sort_indices(keys)
+        rows = work.rows if work.rows is not None else pa.array(range(len(work)), pa.int64())
+        return PlanRows(work.table.take(order), rows.take(order))
+    return sorted(work, key=lambda item: item.key)
+
+
 class _Progress:
     def __init__(self, total: int, callback: ProgressCallback | None) -> None:
         self.total, self.done, self.bytes, self.callback = total, 0, 0, callback
@@ -393,15 +557,18 @@ class Restorer:
     # public ---------------------------------------------------------------------------------------
     def dry_run(self) -> RestoreResult:
         """What a restore would do. Makes no request at all."""
-        result = RestoreResult(self.strategy, dry_run=True)
-        for item in self.plan.actionable():
+        result = self._result(dry_run=True)
+        for item in self.plan.actionable_items():
             action = action_for(self.strategy, item)
-            result.outcomes.append(Outcome(item.key, f"would {action}" if action else "failed",  # type: ignore[arg-type]
-                                           action, item.version_id, item.size,
-                                           "" if action else undelete_refusal(item),
-                                           markers_removed=list(item.delete_markers) if action == "undelete"
-                                           else []))
+            result.record(Outcome(item.key, f"would {action}" if action else "failed",  # type: ignore[arg-type]
+                                  action, item.version_id, item.size, "" if action else undelete_refusal(item),
+                                  markers_removed=list(item.delete_markers) if action == "undelete" else []), item)
         return result
+
+    def _result(self, *, dry_run: bool) -> RestoreResult:
+        rows = self.plan.items if isinstance(self.plan.items, PlanRows) else None
+        return RestoreResult(self.strategy, dry_run=dry_run, outcomes=Outcomes(plan_rows=rows),
+                             started_at="" if dry_run else isoformat(datetime.now(timezone.utc)) or "")
 
     def run(self, *, recheck: str = "listing") -> RestoreResult:
         """Apply the plan.
@@ -420,19 +587,17 @@ class Restorer:
         if recheck not in RECHECKS:
             raise BadInputError(f"recheck={recheck!r} must be one of {', '.join(RECHECKS)}")
         started = time.monotonic()
-        result = RestoreResult(self.strategy, dry_run=False, started_at=isoformat(datetime.now(timezone.utc)) or "")
-        work = self.plan.actionable()
+        result = self._result(dry_run=False)
+        work = self.plan.actionable_items()
         if not work:
             return result
         # Rule 0, just before the first write, whatever the plan's origin.
         check_versioning(self.client, self.plan.bucket, where=self.plan.location.uri, conn_id=self.conn_id,
                          for_write=True)
         if recheck == "auto":
-            copies = sum(1 for item in work if action_for(self.strategy, item) == "copy")
-            recheck = "listing" if self._listing_pays(copies) else "per-key"
+            recheck = "listing" if self._listing_pays(self._copies(work)) else "per-key"
         self.check_before_copy = recheck == "per-key"
-        multipart_keys = sorted({item.key for item in work if item.size >= self.multipart_threshold
-                                 and action_for(self.strategy, item)})
+        multipart_keys = self._multipart_keys(work)
         with guard_writes(self.client):
             self._abort_uploads(multipart_keys, "left by an earlier run that was killed")
             self._apply(work, recheck == "listing", result)
@@ -442,26 +607,60 @@ class Restorer:
         result.seconds = time.monotonic() - started
         return result
 
+    def _copies(self, work: Sequence[PlanItem]) -> int:
+        """How many of these keys the strategy copies."""
+        if isinstance(work, PlanRows):
+            if self.strategy != "auto":
+                return len(work) if self.strategy == "copy" else 0
+            return int(pc.sum(pc.equal(work.column("action"), "copy")).as_py() or 0)
+        return sum(1 for item in work if action_for(self.strategy, item) == "copy")
+
+    def _multipart_keys(self, work: Sequence[PlanItem]) -> list[str]:
+        """The keys this plan copies in parts (their unfinished uploads are aborted before and after)."""
+        if isinstance(work, PlanRows):
+            big = pc.greater_equal(work.column("size"), self.multipart_threshold)
+            if self.strategy == "undelete":
+                big = pc.and_(big, pc.equal(work.column("action"), "undelete"))
+            return sorted(set(work.column("key").filter(big).to_pylist()))
+        return sorted({item.key for item in work if item.size >= self.multipart_threshold
+                       and action_for(self.strategy, item)})
+
     def _listing_pays(self, keys: int) -> bool:
         """Is one sweep of the table cheaper than one request per key? (a page answers for up to 1000 keys)"""
         return keys > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages)
 
     # the loop -------------------------------------------------------------------------------------
-    def _relisted(self, work: list[PlanItem], result: RestoreResult) -> Iterator[tuple[PlanItem, KeyHistory | None]]:
-        """The plan's keys with their histories from a fresh listing, as the pages come back."""
-        by_key = {item.key: item for item in work}
+    def _relisted(self, work: Sequence[PlanItem],
+                  result: RestoreResult) -> Iterator[tuple[PlanItem, KeyHistory | None]]:
+        """The plan's keys with their histories from a fresh listing, as the pages come back.
+
+        The plan's keys, in key order, are walked alongside the listing (which S3 gives in key order): no map of
+        every key is built. A key the listing passed without showing is held aside (a server that lists out of
+        order still finds it there) and, if it never shows, has no history: it is not listed any more.
+        """
 
         def page(_: int) -> None:
             result.relist_pages += 1
 
+        items = iter(_in_key_order(work))
+        pending = next(items, None)
+        passed: dict[str, PlanItem] = {}
         for history in iter_histories(self._table_versions(on_page=page)):
-            item = by_key.pop(history.key, None)
-            if item is not None:
-                yield item, history
-        for item in by_key.values():  # not listed any more
+            while pending is not None and pending.key < history.key:
+                passed[pending.key] = pending
+                pending = next(items, None)
+            if pending is not None and pending.key == history.key:
+                yield pending, history
+                pending = next(items, None)
+            elif history.key in passed:
+                yield passed.pop(history.key), history
+        while pending is not None:
+            passed[pending.key] = pending
+            pending = next(items, None)
+        for item in passed.values():  # not listed any more
             yield item, None
 
-    def _pairs(self, work: list[PlanItem], relist: bool,
+    def _pairs(self, work: Sequence[PlanItem], relist: bool,
                result: RestoreResult) -> Iterable[tuple[PlanItem, KeyHistory | None, bool]]:
         if relist:
             for item, history in self._relisted(work, result):
@@ -473,12 +672,13 @@ class Restorer:
             else:
                 yield item, None, False
 
-    def _apply(self, work: list[PlanItem], relist: bool, result: RestoreResult) -> None:
+    def _apply(self, work: Sequence[PlanItem], relist: bool, result: RestoreResult) -> None:
         progress = _Progress(len(work), self.progress_callback)
         pipeline = _Pipeline(self.max_workers)
+        in_flight: dict[str, PlanItem] = {}  # keys handed to the pool (bounded by its window), for their plan row
 
-        def record(outcome: Outcome) -> None:
-            result.outcomes.append(outcome)
+        def record(outcome: Outcome, item: PlanItem | None = None) -> None:
+            result.record(outcome, item if item is not None else in_flight.pop(outcome.key, None))
             progress.add(1, outcome.size if outcome.result in RESTORED else 0)
 
         def harvest(block: bool) -> None:
@@ -496,8 +696,11 @@ class Restorer:
                 step = decide(self.strategy, item, history, checked)
                 if step.kind == "record":
                     assert step.outcome is not None
-                    record(step.outcome)
-                elif step.kind == "copy":
+                    record(step.outcome, item)
+                    harvest(block=False)
+                    continue
+                in_flight[item.key] = item
+                if step.kind == "copy":
                     pipeline.submit(self._copy, step)
                 else:
                     if batch and batch_markers + len(step.markers) > DELETE_BATCH:
@@ -778,10 +981,13 @@ class Restorer:
         duplicate that it made itself moments before. One listing sweep when copies are many, else one listing of
         each copied key.
         """
-        copied = {o.key: o for o in result.outcomes if o.result == "copied"}
+        copied = {o.key: o for o in result.outcomes.objects() if o.result == "copied"}  # copies are never plain
         if not copied:
             return
-        items = {item.key: item for item in self.plan.items if item.key in copied}
+        plan_items = self.plan.items
+        if isinstance(plan_items, PlanRows):
+            plan_items = plan_items.where(pc.is_in(plan_items.column("key"), value_set=pa.array(list(copied))))
+        items = {item.key: item for item in plan_items if item.key in copied}
         if self._listing_pays(len(copied)):
             histories: Iterable[KeyHistory] = (h for h in iter_histories(self._table_versions()) if h.key in copied)
         else:

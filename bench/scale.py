@@ -61,7 +61,13 @@ def child(endpoint: str, table: str, strategy: str) -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         listing["cpu"] = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
 
-    report = amend(client, table=table, options=AmendOptions(strategy=strategy), on_page=on_page)
+    samples: list[tuple[int, int]] = []  # (keys done, RSS) during the restore: flat when it streams
+
+    def progress(done: int, total: int, _: int) -> None:
+        if done == 1 or done == total or done % max(1, total // 16) == 0:
+            samples.append((done, _rss_bytes()))
+
+    report = amend(client, table=table, options=AmendOptions(strategy=strategy), on_page=on_page, progress=progress)
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     summary = report.summary()
@@ -74,6 +80,7 @@ def child(endpoint: str, table: str, strategy: str) -> None:
         "peak_rss": after.ru_maxrss * 1024,  # KiB on Linux
         "listed": summary["versions_listed"], "keys": summary["keys_listed"], "restored": summary["restored"],
         "failed": summary["failed"], "client_requests": summary["requests"],
+        "restore_rss": samples,
     }), flush=True)
 
 
@@ -130,6 +137,10 @@ def table_rows(results: list[dict[str, Any]], latency_ms: float) -> list[tuple[s
         ("server CPU", [f"{r['server_cpu']:,.1f} s" for r in results]),
         ("peak RSS (baseline)", [f"{_mib(r['peak_rss'])} ({_mib(r['baseline_rss'])})" for r in results]),
         ("RSS at the end of the listing", [_mib(r["listing_rss"]) for r in results]),
+        ("RSS at the restore's first key", [_mib(r["restore_rss"][0][1]) if r.get("restore_rss") else "-"
+                                            for r in results]),
+        ("  growth to its last key", [_mib(r["restore_rss"][-1][1] - r["restore_rss"][0][1])
+                                      if r.get("restore_rss") else "-" for r in results]),
         ("RSS per listed entry", [f"{(r['peak_rss'] - r['baseline_rss']) / max(1, r['listed']):,.0f} B"
                                   for r in results]),
         ("entries/s (wall)", [f"{r['listed'] / r['wall']:,.0f}" for r in results]),

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_fuse.errors import MetadataError
 from airflow_fuse.inventory import Inventory
+
+if TYPE_CHECKING:
+    from airflow_fuse.deleted_plan import DeletedKeys
 
 # Pointer files are rewritten in place after every commit: rolling one back in time silently reverts
 # the table to an older snapshot, so they are never rolled back unless named explicitly.
@@ -107,6 +110,9 @@ class LayoutResult:
     skipped: list[SkippedKey] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     tables: list[TableSummary] = field(default_factory=list)  # one per table found
+    # Instead of ``needed``/``skipped``: every key whose current entry is a delete marker (inside the window) is
+    # needed with no metadata checks, the other deleted keys are skipped; planned on the inventory's columns.
+    deleted: DeletedKeys | None = None
 
 
 def check_table_roots(roots: list[str], inventory: Inventory, *, what: str, how_found: str, give: str) -> None:

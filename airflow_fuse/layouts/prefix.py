@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from airflow_fuse.deleted_plan import DeletedKeys
 from airflow_fuse.formats import ScanTimes, TableFormat
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, SkippedKey, VersionReader, is_pointer_file
@@ -46,19 +47,17 @@ class PrefixLayout:
         return not (self.deleted_before is not None and when >= self.deleted_before)
 
     def needed(self, inventory: Inventory, reader: VersionReader | None = None) -> LayoutResult:
+        info = {"as_of": isoformat(self.as_of), "deleted_since": isoformat(self.deleted_since),
+                "deleted_before": isoformat(self.deleted_before)}
+        info = {k: v for k, v in info.items() if v}
+        if self.as_of is None:
+            # The deleted keys (inside the window): planned on the inventory's columns, with no object per key.
+            return LayoutResult(needed=[], info=info,
+                                deleted=DeletedKeys(since=self.deleted_since, before=self.deleted_before))
         needed: list[NeededObject] = []
         skipped: list[SkippedKey] = []
         for history in inventory.histories():
             current = history.current
-            if self.as_of is None:
-                if not current.is_delete_marker:
-                    continue  # present: nothing to do, nothing to report per key
-                if not self._in_window(current.last_modified):
-                    skipped.append(SkippedKey(history.key, f"deleted at {isoformat(current.last_modified)}, "
-                                                           "outside the incident window"))
-                    continue
-                needed.append(NeededObject(history.key))
-                continue
             then = history.at(self.as_of)
             if then is None or then.is_delete_marker:
                 if not current.is_delete_marker:
@@ -78,9 +77,24 @@ class PrefixLayout:
                 else:
                     skipped.append(SkippedKey(history.key, "overwritten after as_of; pass rollback_overwrites=True "
                                                            "to bring back the older version"))
-        info = {"as_of": isoformat(self.as_of), "deleted_since": isoformat(self.deleted_since),
-                "deleted_before": isoformat(self.deleted_before)}
-        return LayoutResult(needed=needed, skipped=skipped, info={k: v for k, v in info.items() if v})
+        return LayoutResult(needed=needed, skipped=skipped, info=info)
+
+
+def deleted_per_key(inventory: Inventory, layout: PrefixLayout) -> LayoutResult:
+    """The deleted keys as objects, one history at a time: what ``LayoutResult.deleted`` stands for (the reference
+    the columnar planning is tested against)."""
+    needed: list[NeededObject] = []
+    skipped: list[SkippedKey] = []
+    for history in inventory.histories():
+        current = history.current
+        if not current.is_delete_marker:
+            continue  # present: nothing to do, nothing to report per key
+        if not layout._in_window(current.last_modified):
+            skipped.append(SkippedKey(history.key, f"deleted at {isoformat(current.last_modified)}, "
+                                                   "outside the incident window"))
+            continue
+        needed.append(NeededObject(history.key))
+    return LayoutResult(needed=needed, skipped=skipped)
 
 
 def _build(layout_options: Any, times: ScanTimes) -> PrefixLayout:

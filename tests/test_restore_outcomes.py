@@ -1,0 +1,104 @@
+"""A restore's outcomes at scale, without a server: an outcome that is plainly what the plan said is kept as its
+plan row (a few bytes), yet the result, the report and undo's input read exactly as when every outcome is an
+object; the re-check walks the plan's keys alongside the listing without a map of every key."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from airflow_fuse import restore
+from airflow_fuse.listing import VersionEntry
+from airflow_fuse.plan import Plan, PlanItem, PlanRows
+from airflow_fuse.report import Report
+from airflow_fuse.restore import Outcome, Outcomes, Restorer, RestoreResult
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def _items() -> list[PlanItem]:
+    return [PlanItem(key=f"t/{i:02d}", status="restore", action="undelete" if i % 4 else "copy", version_id=f"v{i}",
+                     size=10 + i, current_version_id=f"m{i}", current_is_delete_marker=True,
+                     delete_markers=[f"m{i}"] if i % 4 else []) for i in range(12)]
+
+
+def _plan(items) -> Plan:
+    return Plan(bucket="lake", prefix="t/", table_format="prefix", items=items)
+
+
+def _outcomes(items: list[PlanItem]) -> list[Outcome]:
+    out = []
+    for item in items:
+        n = int(item.key[2:])
+        if item.action == "copy":
+            out.append(Outcome(item.key, "copied", "copy", item.version_id, item.size, new_version_id=f"c{n}"))
+        elif n == 5:
+            out.append(Outcome(item.key, "changed since scan", "undelete", item.version_id, 0, "written since"))
+        elif n == 7:  # the re-check found another marker on top: not the plan's markers
+            out.append(Outcome(item.key, "undeleted", "undelete", item.version_id, item.size,
+                               "removed 2 delete marker(s)", markers_removed=[f"m{n}", "m99"]))
+        else:
+            out.append(Outcome(item.key, "undeleted", "undelete", item.version_id, item.size,
+                               "removed 1 delete marker(s)", markers_removed=list(item.delete_markers)))
+    return out[::-1]  # recorded in another order than the plan's
+
+
+def test_plain_outcomes_are_kept_as_rows_and_read_back_the_same():
+    rows = PlanRows.from_items(_items())
+    items = list(rows)
+    expected = _outcomes(items)
+    kept = Outcomes(plan_rows=rows)
+    for outcome in expected:
+        kept.append(outcome, next(i for i in items if i.key == outcome.key))
+    assert list(kept) == expected and [kept[i] for i in range(len(kept))] == expected
+    # only what is not plainly the plan's is an object: the copies, the change, the extra marker
+    assert sorted(o.key for o in kept.objects()) == ["t/00", "t/04", "t/05", "t/07", "t/08"]
+    copy = kept.objects()[0]
+    assert kept[expected.index(copy)] is copy  # copies stay the objects _settle_copies updates
+    result = RestoreResult("auto", False, kept)
+    assert result.counts() == {"undeleted": 8, "copied": 3, "changed since scan": 1}
+    assert result.bytes_restored() == sum(o.size for o in expected if o.result in ("undeleted", "copied"))
+    assert [o.key for o in result.not_done] == ["t/05"]
+
+
+def test_a_report_reads_the_same_from_rows_as_from_objects():
+    items = _items()
+    as_objects = Report(_plan(items), RestoreResult("auto", False, _outcomes(items)))
+    rows = PlanRows.from_items(items)
+    kept = RestoreResult("auto", False, Outcomes(plan_rows=rows))
+    plan_items = {i.key: i for i in rows}
+    for outcome in _outcomes(items):
+        kept.record(outcome, plan_items[outcome.key])
+    as_rows = Report(_plan(rows), kept)
+    assert as_rows.rows() == as_objects.rows()
+    assert as_rows.summary() == as_objects.summary()
+    assert as_rows.render() == as_objects.render()
+    assert as_rows.to_json() == as_objects.to_json()
+
+
+def _entry(key: str, version_id: str, marker: bool) -> VersionEntry:
+    return VersionEntry(key, version_id, marker, False, 0, T0, "")
+
+
+@pytest.mark.parametrize("listed", [
+    ["t/00", "t/01", "t/02", "t/03", "t/x"],  # in order, with a key the plan does not hold
+    ["t/01", "t/00", "t/03"],  # out of order (a server that does not sort), t/02 gone
+    ["t/03", "t/02", "t/01", "t/00"],
+    [],
+])
+def test_the_recheck_pairs_each_planned_key_with_its_fresh_listing(monkeypatch, listed):
+    items = [PlanItem(key=f"t/{i:02d}", status="restore", action="undelete", version_id=f"v{i}") for i in (3, 0, 2, 1)]
+
+    def listing(client, bucket, prefix, **_):
+        for key in listed:
+            yield _entry(key, "m", True)
+            yield _entry(key, "v", False)
+
+    monkeypatch.setattr(restore, "iter_object_versions", listing)
+    for work in (items, PlanRows.from_items(items)):
+        restorer = Restorer(None, _plan(work))
+        pairs = {item.key: history for item, history in restorer._relisted(work, RestoreResult("auto", False))}
+        assert sorted(pairs) == ["t/00", "t/01", "t/02", "t/03"]
+        assert {k for k, h in pairs.items() if h is not None} == set(listed) - {"t/x"}
+        assert all(h.key == k and [e.version_id for e in h.entries] == ["m", "v"] for k, h in pairs.items() if h)
