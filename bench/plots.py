@@ -85,7 +85,7 @@ def scale(results: Sequence[dict[str, Any]], path: str, title: str, goal_bytes: 
     for x, v in zip(entries, per_entry, strict=True):
         ax_mem.annotate(f"{v:,.0f} B", (x, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     ax_mem.set_ylabel("bytes of RSS per listed entry")
-    ax_mem.set_ylim(0, max(per_entry + [goal_bytes]) * 1.2)
+    ax_mem.set_ylim(0, max(per_entry + [goal_bytes]) * 1.25)
     wall = [r["wall"] for r in results]
     listing = [r["listing_seconds"] for r in results]
     restore = [r["restore_seconds"] for r in results]
@@ -97,6 +97,7 @@ def scale(results: Sequence[dict[str, Any]], path: str, title: str, goal_bytes: 
     for x, v in zip(entries, wall, strict=True):
         ax_time.annotate(f"{v:,.1f} s", (x, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     ax_time.set_yscale("log")
+    ax_time.margins(y=0.15)
     ax_time.set_ylabel("seconds (log scale)")
     for ax in (ax_mem, ax_time):
         ax.set_xscale("log")
