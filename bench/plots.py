@@ -94,6 +94,7 @@ def scale(results: Sequence[dict[str, Any]], path: str, title: str, goal_bytes: 
     ax_time.plot(entries, listing, "s--", label="scan listing")
     ax_time.plot(entries, plan, "^--", label="inventory + plan")
     ax_time.plot(entries, restore, "v--", label="restore")
+    ax_time.plot(entries, [r["cpu"] for r in results], "x:", color="black", label="client CPU (all threads)")
     for x, v in zip(entries, wall, strict=True):
         ax_time.annotate(f"{v:,.1f} s", (x, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     ax_time.set_yscale("log")

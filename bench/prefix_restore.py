@@ -326,7 +326,7 @@ def pit_restore(workers: int) -> Callable[[S3Server, Prepared], Run]:
 
 
 # One request as rclone's --dump headers logs it: the request line and its headers, up to the next log line.
-_DUMPED = re.compile(r"DEBUG : (GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/1\.1\n(.*?)(?=^\d{4}/\d\d/\d\d )",
+_DUMPED = re.compile(r"DEBUG : (GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/1\.1\n(.*?)(?=^\d{4}/\d\d/\d\d |\Z)",
                      re.DOTALL | re.MULTILINE)
 
 
