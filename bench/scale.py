@@ -6,7 +6,9 @@ history ``--history``, oldest first: ``vm`` is one data version under one delete
 client process, which reports its wall time, CPU (``resource.getrusage``) and peak RSS. The server then
 says which requests it served and whether the restore was exact. Results side by side::
 
-    python -m bench.scale --entries 100000 --entries 1000000 [--latency-ms 20] [--history vm]
+    python -m bench.scale --entries 100000 --entries 1000000 [--latency-ms 20] [--history vm] [--plot DIR]
+
+``--plot DIR`` draws memory per entry and wall time against the table's size into ``DIR/bench-scale.png``.
 
 Exit status 1 if any restore was not exact.
 """
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--history", default="vm", help="each key's history, oldest first (v data, m marker)")
     parser.add_argument("--strategy", default="auto")
+    parser.add_argument("--plot", metavar="DIR", help="draw RSS per entry and wall time into DIR/bench-scale.png")
     parser.add_argument("--child", nargs=2, metavar=("ENDPOINT", "TABLE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -184,6 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         if not result["check"]["exact"]:
             print(json.dumps(result["check"], indent=1), file=sys.stderr)
     print(render(table_rows(results, args.latency_ms)))
+    if args.plot:
+        from bench import plots
+
+        title = (f"amend (strategy {args.strategy}) on the virtual S3 server, {args.latency_ms:g} ms per request, "
+                 f"history {args.history!r}")
+        print(f"plot: {plots.scale(results, os.path.join(args.plot, 'bench-scale.png'), title)}")
     return 0 if all(r["check"]["exact"] for r in results) else 1
 
 
