@@ -124,6 +124,13 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
          on_page: Callable[[int], None] | None = None, list_concurrency: int = LIST_CONCURRENCY) -> Plan:
     """List the table prefix once (``list_concurrency`` key ranges at a time), ask the layout what the table
     needs, and plan each key."""
+    return _scan(client, table, options, conn_id=conn_id, on_page=on_page, list_concurrency=list_concurrency)[0]
+
+
+def _scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,
+          on_page: Callable[[int], None] | None = None,
+          list_concurrency: int = LIST_CONCURRENCY) -> tuple[Plan, Inventory]:
+    """:func:`scan`, with the listing the plan was made from (a fresh amend re-checks its keys on it)."""
     options = options or ScanOptions()
     times = options.validated()
     location = parse_table_uri(table, allow_bucket_root=options.allow_bucket_root)
@@ -146,7 +153,7 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
     result = layout.needed(inventory, reader)
     plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
     plan.info["metadata_reads"] = reader.requests
-    return plan
+    return plan, inventory
 
 
 @dataclass
@@ -192,9 +199,10 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
     started = time.monotonic()
     try:
         plan_location = None
+        listed: Inventory | None = None
         if plan is None:
             assert table is not None
-            the_plan = scan(client, table, scan_options, conn_id=conn_id, on_page=on_page)
+            the_plan, listed = _scan(client, table, scan_options, conn_id=conn_id, on_page=on_page)
         else:
             wanted = None if table is None else parse_table_uri(
                 table, allow_bucket_root=bool(scan_options and scan_options.allow_bucket_root))
@@ -206,14 +214,16 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
             plan_location = save_plan(the_plan, options.plan_uri, client=client)
         restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
                             multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
-        # A plan made moments ago in this call needs no second listing sweep when copies are few (Restorer.run).
-        recheck = "auto" if plan is None else "listing"
+        # A plan made moments ago in this call is re-checked on the listing that made it (Restorer.run); a saved
+        # plan, on a fresh listing.
+        recheck = "listing" if listed is None else "scan"
         held_back = options.referenced_only and not _references_what_it_needs(the_plan)
         if held_back:
             log.warning("%s is a %s table: its metadata does not say which objects it needs, so a scheduled amend "
                         "only reports its deleted keys. Give the table a deletion window to restore on a schedule, "
                         "or restore it with the runbook", the_plan.location.uri, the_plan.table_format)
-        result = restorer.dry_run() if options.dry_run or held_back else restorer.run(recheck=recheck)
+        result = restorer.dry_run() if options.dry_run or held_back else restorer.run(
+            recheck=recheck, listed=None if listed is None else listed.history)
         report = Report(the_plan, result, requests=dict(counter.by_operation), seconds=time.monotonic() - started,
                         plan_location=plan_location, held_back=held_back)
         if options.report_uri:

@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
-from airflow_fuse.listing import VersionEntry, iter_object_versions
+from airflow_fuse.listing import VersionEntry, iter_object_versions, iter_pages, merge_page
 from airflow_fuse.plan import Plan, PlanItem
 from airflow_fuse.s3 import describe_error, error_code, refusal_hint
 from airflow_fuse.times import isoformat
@@ -46,8 +46,11 @@ MULTIPART_THRESHOLD = 5 * 1024**3  # CopyObject copies at most 5 GiB in one requ
 # Codes meaning "you may not remove this marker" (bucket policy, Object Lock): copy instead under auto.
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "InvalidRequest", "MethodNotAllowed", "ObjectLocked"}
 ALREADY_GONE_CODES = {"NoSuchVersion", "NoSuchKey"}
-RECHECKS = ("listing", "per-key", "auto")
+RECHECKS = ("listing", "per-key", "auto", "scan")
 COPIES_PER_LISTING_PAGE = 100  # fresh plans: above this many copies per page of the table, re-check by listing
+# Copied keys whose copies are checked by one listing of their key range as soon as they are all done, while later
+# copies run (three entries a key after the copy: about one page of 1000 entries).
+SETTLE_SEGMENT = 300
 COPY_ATTEMPTS = 4  # a copy whose outcome is unknown is looked at, then tried again, at most this many times
 PART_ATTEMPTS = 4
 # A multipart copy carries the version it copies in this user-metadata key (x-amz-meta-airflow-fuse-copy-of): a
@@ -362,6 +365,39 @@ class _Pipeline:
             yield future.result()
 
 
+@dataclass
+class _Unsettled:
+    """Copied keys whose range listing failed: checked again after the copies."""
+
+    keys: set[str]
+
+
+class _Segments:
+    """Tracks when every copy of a segment (copied keys in a key range) is done: then the range can be listed.
+
+    Used in the submitting thread only (``Restorer._apply`` records outcomes there), so no lock.
+    """
+
+    def __init__(self, segments: list[list[str]]) -> None:
+        self.of: dict[str, int] = {key: i for i, keys in enumerate(segments) for key in keys}
+        self.remaining = [len(keys) for keys in segments]
+        self.bounds = [(segments[i - 1][-1] if i else None, keys[-1]) for i, keys in enumerate(segments)]
+        self.copied: list[dict[str, Outcome]] = [{} for _ in segments]
+
+    def done(self, outcome: Outcome) -> tuple[str | None, str, dict[str, Outcome]] | None:
+        """Count a key's final outcome; the segment's (after, last, copied outcomes) when it is complete."""
+        index = self.of.pop(outcome.key, None)
+        if index is None:
+            return None
+        if outcome.result == "copied":
+            self.copied[index][outcome.key] = outcome
+        self.remaining[index] -= 1
+        if self.remaining[index] or not self.copied[index]:
+            return None
+        after, last = self.bounds[index]
+        return after, last, self.copied[index]
+
+
 class Restorer:
     """Applies one plan with a bounded thread pool."""
 
@@ -386,6 +422,9 @@ class Restorer:
         self.conditional_writes = conditional_writes
         self.conn_id = conn_id
         self.check_before_copy = False
+        self.listed: Callable[[str], KeyHistory | None] | None = None
+        self._items: dict[str, PlanItem] = {}
+        self._settled: set[str] = set()  # copied keys whose copies a listing of their range checked already
 
     # public ---------------------------------------------------------------------------------------
     def dry_run(self) -> RestoreResult:
@@ -400,7 +439,8 @@ class Restorer:
                                            else []))
         return result
 
-    def run(self, *, recheck: str = "listing") -> RestoreResult:
+    def run(self, *, recheck: str = "listing",
+            listed: Callable[[str], KeyHistory | None] | None = None) -> RestoreResult:
         """Apply the plan.
 
         ``recheck="listing"`` (any plan: it may be hours old) lists the table again and sets aside every
@@ -413,14 +453,24 @@ class Restorer:
         ``recheck="auto"`` (fresh plans) takes the listing when copies outnumber
         ``COPIES_PER_LISTING_PAGE`` per page of the table (one page re-checks up to 1000 keys in one
         request, and overlaps the copies), else per key.
+        ``recheck="scan"`` is for a plan made moments ago in the same call from the listing ``listed`` (key →
+        its history then): that listing is the re-check, as for a bare list-then-write loop. Marker removal
+        needs none (see per-key); a copy lands on top of the version ids that listing showed, and the listing
+        after the copies (``_settle_copies``) withdraws a copy under which anything else landed since.
         """
         if recheck not in RECHECKS:
             raise BadInputError(f"recheck={recheck!r} must be one of {', '.join(RECHECKS)}")
+        if (recheck == "scan") != (listed is not None):
+            raise BadInputError("recheck='scan' re-checks on the listing that made the plan: give listed= with it "
+                                "(and only with it)")
+        self.listed = listed
+        self._settled = set()
         started = time.monotonic()
         result = RestoreResult(self.strategy, dry_run=False, started_at=isoformat(datetime.now(timezone.utc)) or "")
         work = self.plan.actionable()
         if not work:
             return result
+        self._items = {item.key: item for item in work}
         # Rule 0, just before the first write, whatever the plan's origin.
         check_versioning(self.client, self.plan.bucket, where=self.plan.location.uri, conn_id=self.conn_id,
                          for_write=True)
@@ -468,19 +518,32 @@ class Restorer:
         for item in work:
             if needs_key_listing(item):
                 yield item, self.key_history(item.key), True
+            elif self.listed is not None and action_for(self.strategy, item) == "copy":
+                # The scan's listing, moments ago, is the copy's re-check: the version ids it showed are what the
+                # copy may land on (anything else found under it afterwards landed since: the copy is withdrawn).
+                yield item, self.listed(item.key), True
             else:
                 yield item, None, False
 
     def _apply(self, work: list[PlanItem], relist: bool, result: RestoreResult) -> None:
         progress = _Progress(len(work), self.progress_callback)
         pipeline = _Pipeline(self.max_workers)
+        segments = _Segments(self._segment_plan(work))
 
         def record(outcome: Outcome) -> None:
             result.outcomes.append(outcome)
             progress.add(1, outcome.size if outcome.result in RESTORED else 0)
+            ready = segments.done(outcome)
+            if ready is not None:  # every copy of a key range is done: check them while later copies run
+                after, last, copied = ready
+                self._settled.update(copied)
+                pipeline.submit(self._settle_range, after, last, copied)
 
         def harvest(block: bool) -> None:
             for value in pipeline.finished(block=block):
+                if isinstance(value, _Unsettled):  # its listing failed: checked again after the copies
+                    self._settled.difference_update(value.keys)
+                    continue
                 for entry in value if isinstance(value, list) else [value]:
                     if isinstance(entry, Step):  # marker removal denied: copy instead
                         pipeline.submit(self._copy, entry)
@@ -508,6 +571,36 @@ class Restorer:
                 pipeline.submit(self._undelete_batch, batch)
             while pipeline.outstanding:
                 harvest(block=True)
+
+    def _segment_plan(self, work: list[PlanItem]) -> list[list[str]]:
+        """The keys to copy, ascending, in segments checked by one listing each as soon as their copies are done
+        (none: too few copies for listings to pay; they are checked after all copies, key by key)."""
+        keys = sorted(item.key for item in work if action_for(self.strategy, item) == "copy")
+        if not self._listing_pays(len(keys)):
+            return []
+        return [keys[i:i + SETTLE_SEGMENT] for i in range(0, len(keys), SETTLE_SEGMENT)]
+
+    def _settle_range(self, after: str | None, last: str, copied: dict[str, Outcome]) -> list | _Unsettled:
+        """``_settle_copies`` for the copied keys of one key range (after ``after``, up to ``last``): one listing of
+        the range, from a worker while later copies run."""
+        try:
+            self._settle(self._range_histories(after, last), copied)
+        except (ClientError, BotoCoreError, RuntimeError) as exc:
+            log.warning("Could not list the keys after %r up to %r to check their copies (%s); checking them after "
+                        "the copies", after, last, exc)
+            return _Unsettled(set(copied))
+        return []
+
+    def _range_histories(self, after: str | None, last: str) -> Iterator[KeyHistory]:
+        """The histories of the keys after ``after`` up to ``last``, from a listing of just that range."""
+        pages = iter_pages(self.client, self.plan.bucket, self.plan.prefix, key_marker=after)
+        entries = (entry for page in pages for entry in merge_page(page))
+        for history in iter_histories(entries):
+            if after is not None and history.key <= after:
+                continue  # listed again by servers that take a key marker without a version id marker as inclusive
+            if history.key > last:
+                return
+            yield history
 
     # looking at one key -----------------------------------------------------------------------------
     def key_history(self, key: str) -> KeyHistory | None:
@@ -769,18 +862,23 @@ class Restorer:
         duplicate that it made itself moments before. One listing sweep when copies are many, else one listing of
         each copied key.
         """
-        copied = {o.key: o for o in result.outcomes if o.result == "copied"}
+        copied = {o.key: o for o in result.outcomes if o.result == "copied" and o.key not in self._settled}
         if not copied:
             return
-        items = {item.key: item for item in self.plan.items if item.key in copied}
         if self._listing_pays(len(copied)):
             histories: Iterable[KeyHistory] = (
                 h for h in iter_histories(iter_object_versions(self.client, self.plan.bucket, self.plan.prefix))
                 if h.key in copied)
         else:
             histories = (h for h in (self.key_history(key) for key in copied) if h is not None)
+        self._settle(histories, copied)
+
+    def _settle(self, histories: Iterable[KeyHistory], copied: dict[str, Outcome]) -> None:
+        """The check of ``_settle_copies`` on these histories of copied keys (others are passed over)."""
         for history in histories:
-            outcome, item = copied[history.key], items[history.key]
+            outcome, item = copied.get(history.key), self._items.get(history.key)
+            if outcome is None or item is None:
+                continue
             if not outcome.new_version_id:
                 landed = copy_landed(item, history, multipart=item.size >= self.multipart_threshold)
                 if landed is None:
