@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_fuse import formats, versioning
@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 FORMATS = formats.names()
 # Options of the built-in formats that ScanOptions also takes as named fields (the operators' and CLI's
 # parameters); every other format option goes through layout_options.
+# A fresh plan whose listing began longer ago than this is re-checked by a new listing before its writes, as a saved
+# plan is; a younger one is re-checked on the listing that made it (no second sweep).
+FRESH_LISTING = timedelta(minutes=5)
 _NAMED_LAYOUT_OPTIONS = ("rollback_overwrites", "rollback_keys", "table_prefix", "snapshot_location",
                          "include_history")
 
@@ -215,8 +218,12 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
         restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
                             multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
         # A plan made moments ago in this call is re-checked on the listing that made it (Restorer.run); a saved
-        # plan, on a fresh listing.
-        recheck = "listing" if listed is None else "scan"
+        # plan, or one whose listing began too long ago (a large table), on a fresh listing.
+        if listed is not None and datetime.now(timezone.utc) - listed.listed_at > FRESH_LISTING:
+            log.info("The listing of %s began %s ago: its keys are listed again before they are written",
+                     the_plan.location.uri, datetime.now(timezone.utc) - listed.listed_at)
+            listed = None
+        recheck = "listing" if plan is not None else "auto" if listed is None else "scan"
         held_back = options.referenced_only and not _references_what_it_needs(the_plan)
         if held_back:
             log.warning("%s is a %s table: its metadata does not say which objects it needs, so a scheduled amend "

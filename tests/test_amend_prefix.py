@@ -415,3 +415,18 @@ def test_a_fresh_plan_is_rechecked_on_the_listing_that_made_it(s3_server, s3, bu
     assert all(o.new_version_id == s3.head_object(Bucket=bucket, Key=o.key)["VersionId"]
                for o in report.restore.outcomes)
     _assert_back(s3, bucket, few)
+
+
+def test_a_fresh_plan_whose_listing_began_long_ago_is_listed_again_before_its_copies(s3, bucket, monkeypatch):
+    """A large table's listing may be minutes old by the time its keys are written: such a plan is re-checked by a
+    new listing, streamed into the copies, as a saved plan is."""
+    from airflow_fuse import engine
+
+    monkeypatch.setattr(engine, "FRESH_LISTING", timedelta(0))
+    many = {f"t/k{i:03d}": f"v{i}".encode() for i in range(120)}
+    put_objects(s3, bucket, many)
+    delete_keys(s3, bucket, list(many))
+    report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
+    assert report.summary()["results"] == {"copied": 120}
+    assert report.restore.relist_pages == 1 and "HeadObject" not in report.requests
+    _assert_back(s3, bucket, many)
