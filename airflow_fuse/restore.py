@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
-from airflow_fuse.listing import VersionEntry, iter_object_versions, iter_pages, merge_page
+from airflow_fuse.listing import VersionEntry, iter_object_versions, iter_pages, list_page, merge_page
 from airflow_fuse.plan import Plan, PlanItem
 from airflow_fuse.s3 import describe_error, error_code, refusal_hint
 from airflow_fuse.times import isoformat
@@ -366,36 +366,61 @@ class _Pipeline:
 
 
 @dataclass
-class _Unsettled:
-    """Copied keys whose range listing failed: checked again after the copies."""
+class _Settled:
+    """What a listing of copied keys' range gives back: where it stopped, and the copied keys it did not see."""
 
-    keys: set[str]
+    cursor: tuple[str, str | None]  # (last key checked, its oldest listed version id): the next range starts after
+    unseen: set[str]
 
 
 class _Segments:
-    """Tracks when every copy of a segment (copied keys in a key range) is done: then the range can be listed.
+    """The copies' post-copy check, range after range in key order, each listed as soon as its copies are done.
 
-    Used in the submitting thread only (``Restorer._apply`` records outcomes there), so no lock.
+    A segment is a run of copied keys in key order. When every copy of the next segments is done (any outcome),
+    their range is listed from where the previous range's listing stopped (a key marker *and* a version id marker,
+    so servers that read a key marker alone differently all agree), while later copies run. One range is listed
+    at a time. Used in the submitting thread only (``Restorer._apply`` records outcomes there), so no lock.
     """
 
     def __init__(self, segments: list[list[str]]) -> None:
         self.of: dict[str, int] = {key: i for i, keys in enumerate(segments) for key in keys}
         self.remaining = [len(keys) for keys in segments]
-        self.bounds = [(segments[i - 1][-1] if i else None, keys[-1]) for i, keys in enumerate(segments)]
-        self.copied: list[dict[str, Outcome]] = [{} for _ in segments]
+        self.lasts = [keys[-1] for keys in segments]
+        self.copied: dict[str, Outcome] = {}
+        self.next = 0  # the first segment not yet listed
+        self.cursor: tuple[str, str | None] | None = None
+        self.listing = False
 
-    def done(self, outcome: Outcome) -> tuple[str | None, str, dict[str, Outcome]] | None:
-        """Count a key's final outcome; the segment's (after, last, copied outcomes) when it is complete."""
+    def done(self, outcome: Outcome) -> None:
+        """Count a key's final outcome."""
         index = self.of.pop(outcome.key, None)
         if index is None:
-            return None
+            return
         if outcome.result == "copied":
-            self.copied[index][outcome.key] = outcome
+            self.copied[outcome.key] = outcome
         self.remaining[index] -= 1
-        if self.remaining[index] or not self.copied[index]:
+
+    def ready(self) -> tuple[tuple[str, str | None] | None, str, dict[str, Outcome]] | None:
+        """The next range to list (after the cursor, up to a last key, its copied outcomes), if one is ready."""
+        if self.listing:
             return None
-        after, last = self.bounds[index]
-        return after, last, self.copied[index]
+        stop = self.next
+        while stop < len(self.remaining) and not self.remaining[stop]:
+            stop += 1
+        if stop == self.next:
+            return None
+        last = self.lasts[stop - 1]
+        self.next = stop
+        copied = {key: outcome for key, outcome in self.copied.items() if key <= last}
+        for key in copied:
+            del self.copied[key]
+        if not copied:  # nothing was copied in these segments: nothing to look at (the next range starts later)
+            return self.ready()
+        self.listing = True
+        return self.cursor, last, copied
+
+    def listed(self, settled: _Settled) -> None:
+        self.cursor, self.listing = settled.cursor, False
 
 
 class Restorer:
@@ -530,19 +555,26 @@ class Restorer:
         pipeline = _Pipeline(self.max_workers)
         segments = _Segments(self._segment_plan(work))
 
+        def settle_next() -> None:
+            ready = segments.ready()
+            if ready is not None:  # every copy of a key range is done: check them while later copies run
+                cursor, last, copied = ready
+                self._settled.update(copied)
+                pipeline.submit(self._settle_range, cursor, last, copied)
+
         def record(outcome: Outcome) -> None:
             result.outcomes.append(outcome)
             progress.add(1, outcome.size if outcome.result in RESTORED else 0)
-            ready = segments.done(outcome)
-            if ready is not None:  # every copy of a key range is done: check them while later copies run
-                after, last, copied = ready
-                self._settled.update(copied)
-                pipeline.submit(self._settle_range, after, last, copied)
+            segments.done(outcome)
+            settle_next()
 
         def harvest(block: bool) -> None:
             for value in pipeline.finished(block=block):
-                if isinstance(value, _Unsettled):  # its listing failed: checked again after the copies
-                    self._settled.difference_update(value.keys)
+                if isinstance(value, _Settled):
+                    # keys the range's listing did not show (or could not list) are checked after the copies
+                    self._settled.difference_update(value.unseen)
+                    segments.listed(value)
+                    settle_next()
                     continue
                 for entry in value if isinstance(value, list) else [value]:
                     if isinstance(entry, Step):  # marker removal denied: copy instead
@@ -580,24 +612,38 @@ class Restorer:
             return []
         return [keys[i:i + SETTLE_SEGMENT] for i in range(0, len(keys), SETTLE_SEGMENT)]
 
-    def _settle_range(self, after: str | None, last: str, copied: dict[str, Outcome]) -> list | _Unsettled:
-        """``_settle_copies`` for the copied keys of one key range (after ``after``, up to ``last``): one listing of
-        the range, from a worker while later copies run."""
+    def _settle_range(self, cursor: tuple[str, str | None] | None, last: str,
+                      copied: dict[str, Outcome]) -> _Settled:
+        """``_settle_copies`` for the copied keys after ``cursor`` up to ``last``: one listing of that range, from
+        a worker while later copies run. Keys it does not show are left to the check after the copies."""
+        unseen = set(copied)
+        at = cursor
         try:
-            self._settle(self._range_histories(after, last), copied)
+            for history in self._range_histories(cursor, last):
+                unseen.discard(history.key)
+                at = (history.key, history.entries[-1].version_id)
+                self._settle([history], copied)
         except (ClientError, BotoCoreError, RuntimeError) as exc:
-            log.warning("Could not list the keys after %r up to %r to check their copies (%s); checking them after "
-                        "the copies", after, last, exc)
-            return _Unsettled(set(copied))
-        return []
+            log.warning("Could not list the keys up to %r to check their copies (%s); they are checked after the "
+                        "copies", last, exc)
+            return _Settled(at or ("", None), unseen)
+        return _Settled(at or ("", None), unseen)
 
-    def _range_histories(self, after: str | None, last: str) -> Iterator[KeyHistory]:
-        """The histories of the keys after ``after`` up to ``last``, from a listing of just that range."""
-        pages = iter_pages(self.client, self.plan.bucket, self.plan.prefix, key_marker=after)
+    def _range_histories(self, cursor: tuple[str, str | None] | None, last: str) -> Iterator[KeyHistory]:
+        """The complete histories of the keys after ``cursor`` up to ``last``, listed from the cursor on."""
+        kwargs: dict[str, Any] = {"Bucket": self.plan.bucket, "Prefix": self.plan.prefix, "MaxKeys": 1000}
+        after = None
+        if cursor is not None and cursor[0]:
+            after = cursor[0]
+            kwargs["KeyMarker"] = after
+            if cursor[1]:
+                kwargs["VersionIdMarker"] = cursor[1]
+        first = list_page(self.client, **kwargs)
+        pages = iter_pages(self.client, self.plan.bucket, self.plan.prefix, first=first)
         entries = (entry for page in pages for entry in merge_page(page))
         for history in iter_histories(entries):
             if after is not None and history.key <= after:
-                continue  # listed again by servers that take a key marker without a version id marker as inclusive
+                continue  # the rest of the cursor's key, or a server that lists the marker key again
             if history.key > last:
                 return
             yield history
