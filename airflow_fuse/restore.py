@@ -333,6 +333,8 @@ class _Pipeline:
 
     def __init__(self, max_workers: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fuse-restore")
+        # Listings that check finished copies: their own thread, not queued behind every copy still to make.
+        self.side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fuse-restore-check")
         # Room for two listing pages of keys: the listing that feeds the pool never waits for it to drain.
         self.slots = threading.BoundedSemaphore(max(4 * max_workers, 2048))
         self.results: queue.SimpleQueue[Future] = queue.SimpleQueue()
@@ -343,6 +345,7 @@ class _Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        self.side.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
     def _done(self, future: Future) -> None:
         self.results.put(future)
@@ -352,6 +355,13 @@ class _Pipeline:
         self.slots.acquire()
         self.outstanding += 1
         self.pool.submit(function, *args).add_done_callback(self._done)
+
+    def submit_aside(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function`` on the side thread, ahead of the tasks queued in the pool; its result comes back with
+        theirs."""
+        self.slots.acquire()
+        self.outstanding += 1
+        self.side.submit(function, *args).add_done_callback(self._done)
 
     def finished(self, *, block: bool) -> Iterator[Any]:
         """Results of finished tasks: all that are ready (and at least one when ``block``)."""
@@ -560,7 +570,7 @@ class Restorer:
             if ready is not None:  # every copy of a key range is done: check them while later copies run
                 cursor, last, copied = ready
                 self._settled.update(copied)
-                pipeline.submit(self._settle_range, cursor, last, copied)
+                pipeline.submit_aside(self._settle_range, cursor, last, copied)
 
         def record(outcome: Outcome) -> None:
             result.outcomes.append(outcome)
