@@ -37,11 +37,11 @@ from airflow_fuse.times import isoformat, parse_time
 
 log = logging.getLogger(__name__)
 FORMATS = formats.names()
-# Options of the built-in formats that ScanOptions also takes as named fields (the operators' and CLI's
-# parameters); every other format option goes through layout_options.
 # A fresh plan whose listing began longer ago than this is re-checked by a new listing before its writes, as a saved
 # plan is; a younger one is re-checked on the listing that made it (no second sweep).
 FRESH_LISTING = timedelta(minutes=5)
+# Options of the built-in formats that ScanOptions also takes as named fields (the operators' and CLI's
+# parameters); every other format option goes through layout_options.
 _NAMED_LAYOUT_OPTIONS = ("rollback_overwrites", "rollback_keys", "table_prefix", "snapshot_location",
                          "include_history")
 

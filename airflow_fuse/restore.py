@@ -4,10 +4,12 @@ Safety rules, in the order they are applied:
 0. Nothing is written unless the bucket's versioning is *Enabled*, checked just before the first write: while
    Suspended, a write replaces the key's ``null`` version instead of adding one.
 1. Before a key is written its current entry is checked again: by a fresh listing that streams into the
-   worker pool, or (a plan made moments ago, few copies) by a HeadObject before each copy. A key whose
-   current entry is no longer the one the plan saw is skipped as ``changed since scan`` (a key that
-   already holds the wanted data is ``already restored``): a second run, or two at once, converge.
-   A version id ``null`` is never taken as an identity: ETag, size and LastModified are compared too.
+   worker pool (a saved plan), or, for a plan made moments ago in the same call, on the listing that made it
+   (as a bare list-then-write loop does). A key whose current entry is no longer the one the plan saw is
+   skipped as ``changed since scan`` (a key that already holds the wanted data is ``already restored``): a
+   second run, or two at once, converge. A version id ``null`` is never taken as an identity: ETag, size and
+   LastModified are compared too. After the copies, a listing of the copied keys (range by range as their
+   copies finish) finds any write that landed between that check and the copy: the copy is withdrawn.
 2. Only version ids that a listing showed as *delete markers* are ever passed to DeleteObjects, and only
    the removals its answer confirms (``Deleted``) are counted. A version holding data is never deleted.
 3. A copy writes a new version on top; every older version stays. Copies are never retried blindly: after
