@@ -31,7 +31,7 @@ from airflow_fuse.plan import (
 )
 from airflow_fuse.reader import S3VersionReader
 from airflow_fuse.report import Report
-from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer
+from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer, action_for
 from airflow_fuse.s3 import RequestCounter, explain
 from airflow_fuse.times import isoformat, parse_time
 
@@ -219,18 +219,16 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
                             multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
         # A plan made moments ago in this call is re-checked on the listing that made it (Restorer.run); a saved
         # plan, or one whose listing began too long ago (a large table), on a fresh listing.
-        if listed is not None and datetime.now(timezone.utc) - listed.listed_at > FRESH_LISTING:
-            log.info("The listing of %s began %s ago: its keys are listed again before they are written",
-                     the_plan.location.uri, datetime.now(timezone.utc) - listed.listed_at)
-            listed = None
-        recheck = "listing" if plan is not None else "auto" if listed is None else "scan"
+        history_of = None if listed is None else _scan_histories(the_plan, listed, options.strategy)
+        listed = None  # the listing stays in memory only if a copy's re-check needs it
+        recheck = "listing" if plan is not None else "auto" if history_of is None else "scan"
         held_back = options.referenced_only and not _references_what_it_needs(the_plan)
         if held_back:
             log.warning("%s is a %s table: its metadata does not say which objects it needs, so a scheduled amend "
                         "only reports its deleted keys. Give the table a deletion window to restore on a schedule, "
                         "or restore it with the runbook", the_plan.location.uri, the_plan.table_format)
         result = restorer.dry_run() if options.dry_run or held_back else restorer.run(
-            recheck=recheck, listed=None if listed is None else listed.history)
+            recheck=recheck, listed=history_of)
         report = Report(the_plan, result, requests=dict(counter.by_operation), seconds=time.monotonic() - started,
                         plan_location=plan_location, held_back=held_back)
         if options.report_uri:
@@ -238,6 +236,23 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
         return report
     finally:
         counter.detach(client)
+
+
+def _no_listing(key: str) -> None:
+    """The histories a fresh plan without copies keeps of its listing: none (marker removal needs none)."""
+    return None
+
+
+def _scan_histories(plan: Plan, listing: Inventory, strategy: str) -> Callable[[str], Any] | None:
+    """What a fresh plan is re-checked on: its own listing (None when that began too long ago: list again)."""
+    age = datetime.now(timezone.utc) - listing.listed_at
+    if age > FRESH_LISTING:
+        log.info("The listing of %s began %s ago: its keys are listed again before they are written",
+                 plan.location.uri, age)
+        return None
+    if any(action_for(strategy, item) == "copy" for item in plan.actionable()):
+        return listing.history
+    return _no_listing
 
 
 def _references_what_it_needs(plan: Plan) -> bool:
