@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow_fuse import formats, versioning
@@ -31,12 +31,15 @@ from airflow_fuse.plan import (
 )
 from airflow_fuse.reader import S3VersionReader
 from airflow_fuse.report import Report
-from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer
+from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer, action_for
 from airflow_fuse.s3 import RequestCounter, explain
 from airflow_fuse.times import isoformat, parse_time
 
 log = logging.getLogger(__name__)
 FORMATS = formats.names()
+# A fresh plan whose listing began longer ago than this is re-checked by a new listing before its writes, as a saved
+# plan is; a younger one is re-checked on the listing that made it (no second sweep).
+FRESH_LISTING = timedelta(minutes=5)
 # Options of the built-in formats that ScanOptions also takes as named fields (the operators' and CLI's
 # parameters); every other format option goes through layout_options.
 _NAMED_LAYOUT_OPTIONS = ("rollback_overwrites", "rollback_keys", "table_prefix", "snapshot_location",
@@ -136,6 +139,13 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
          on_page: Callable[[int], None] | None = None, list_concurrency: int = LIST_CONCURRENCY) -> Plan:
     """List the table prefix once (``list_concurrency`` key ranges at a time), ask the layout what the table
     needs, and plan each key."""
+    return _scan(client, table, options, conn_id=conn_id, on_page=on_page, list_concurrency=list_concurrency)[0]
+
+
+def _scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,
+          on_page: Callable[[int], None] | None = None,
+          list_concurrency: int = LIST_CONCURRENCY) -> tuple[Plan, Inventory]:
+    """:func:`scan`, with the listing the plan was made from (a fresh amend re-checks its keys on it)."""
     options = options or ScanOptions()
     times = options.validated()
     location = parse_table_uri(table, allow_bucket_root=options.allow_bucket_root)
@@ -156,7 +166,7 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
     plan.info["metadata_reads"] = reader.requests
     if source:
         plan.info["inventory"] = source
-    return plan
+    return plan, inventory
 
 
 def _take_inventory(client: Any, location: TableLocation, options: ScanOptions, *, conn_id: str | None,
@@ -222,9 +232,10 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
     started = time.monotonic()
     try:
         plan_location = None
+        listed: Inventory | None = None
         if plan is None:
             assert table is not None
-            the_plan = scan(client, table, scan_options, conn_id=conn_id, on_page=on_page)
+            the_plan, listed = _scan(client, table, scan_options, conn_id=conn_id, on_page=on_page)
         else:
             wanted = None if table is None else parse_table_uri(
                 table, allow_bucket_root=bool(scan_options and scan_options.allow_bucket_root))
@@ -236,15 +247,20 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
             plan_location = save_plan(the_plan, options.plan_uri, client=client)
         restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
                             multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
-        # A plan made moments ago in this call needs no second listing sweep when copies are few (Restorer.run);
-        # one made from an inventory taken earlier (S3 Inventory, shards) is re-checked like a saved plan.
-        recheck = "auto" if plan is None and not (scan_options and scan_options.listing_given()) else "listing"
+        # A plan made moments ago in this call is re-checked on the listing that made it (Restorer.run); a saved
+        # plan, or one made from an inventory taken earlier (S3 Inventory, shards), on a fresh listing; one whose
+        # listing began too long ago (a large table) on a fresh listing or per key (recheck="auto").
+        fresh = plan is None and not (scan_options and scan_options.listing_given())
+        history_of = None if listed is None or not fresh else _scan_histories(the_plan, listed, options.strategy)
+        listed = None  # the listing stays in memory only if a copy's re-check needs it
+        recheck = "listing" if not fresh else "auto" if history_of is None else "scan"
         held_back = options.referenced_only and not _references_what_it_needs(the_plan)
         if held_back:
             log.warning("%s is a %s table: its metadata does not say which objects it needs, so a scheduled amend "
                         "only reports its deleted keys. Give the table a deletion window to restore on a schedule, "
                         "or restore it with the runbook", the_plan.location.uri, the_plan.table_format)
-        result = restorer.dry_run() if options.dry_run or held_back else restorer.run(recheck=recheck)
+        result = restorer.dry_run() if options.dry_run or held_back else restorer.run(
+            recheck=recheck, listed=history_of)
         report = Report(the_plan, result, requests=dict(counter.by_operation), seconds=time.monotonic() - started,
                         plan_location=plan_location, held_back=held_back)
         if options.report_uri:
@@ -252,6 +268,23 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
         return report
     finally:
         counter.detach(client)
+
+
+def _no_listing(key: str) -> None:
+    """The histories a fresh plan without copies keeps of its listing: none (marker removal needs none)."""
+    return None
+
+
+def _scan_histories(plan: Plan, listing: Inventory, strategy: str) -> Callable[[str], Any] | None:
+    """What a fresh plan is re-checked on: its own listing (None when that began too long ago: list again)."""
+    age = datetime.now(timezone.utc) - listing.listed_at
+    if age > FRESH_LISTING:
+        log.info("The listing of %s began %s ago: its keys are listed again before they are written",
+                 plan.location.uri, age)
+        return None
+    if any(action_for(strategy, item) == "copy" for item in plan.actionable()):
+        return listing.history
+    return _no_listing
 
 
 def _references_what_it_needs(plan: Plan) -> bool:

@@ -4,10 +4,12 @@ Safety rules, in the order they are applied:
 0. Nothing is written unless the bucket's versioning is *Enabled*, checked just before the first write: while
    Suspended, a write replaces the key's ``null`` version instead of adding one.
 1. Before a key is written its current entry is checked again: by a fresh listing that streams into the
-   worker pool, or (a plan made moments ago, few copies) by a HeadObject before each copy. A key whose
-   current entry is no longer the one the plan saw is skipped as ``changed since scan`` (a key that
-   already holds the wanted data is ``already restored``): a second run, or two at once, converge.
-   A version id ``null`` is never taken as an identity: ETag, size and LastModified are compared too.
+   worker pool (a saved plan), or, for a plan made moments ago in the same call, on the listing that made it
+   (as a bare list-then-write loop does). A key whose current entry is no longer the one the plan saw is
+   skipped as ``changed since scan`` (a key that already holds the wanted data is ``already restored``): a
+   second run, or two at once, converge. A version id ``null`` is never taken as an identity: ETag, size and
+   LastModified are compared too. After the copies, a listing of the copied keys (range by range as their
+   copies finish) finds any write that landed between that check and the copy: the copy is withdrawn.
 2. Only version ids that a listing showed as *delete markers* are ever passed to DeleteObjects, and only
    the removals its answer confirms (``Deleted``) are counted. A version holding data is never deleted.
 3. A copy writes a new version on top; every older version stays. Copies are never retried blindly: after
@@ -36,7 +38,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
-from airflow_fuse.listing import VersionEntry, iter_object_versions, iter_range_versions
+from airflow_fuse.listing import (
+    VersionEntry,
+    iter_object_versions,
+    iter_pages,
+    iter_range_versions,
+    list_page,
+    merge_page,
+)
 from airflow_fuse.plan import Plan, PlanItem, PlanRows
 from airflow_fuse.s3 import describe_error, error_code, refusal_hint
 from airflow_fuse.shards import shard_range
@@ -51,8 +60,11 @@ MULTIPART_THRESHOLD = 5 * 1024**3  # CopyObject copies at most 5 GiB in one requ
 # Codes meaning "you may not remove this marker" (bucket policy, Object Lock): copy instead under auto.
 DENIED_CODES = {"AccessDenied", "AccessDeniedException", "InvalidRequest", "MethodNotAllowed", "ObjectLocked"}
 ALREADY_GONE_CODES = {"NoSuchVersion", "NoSuchKey"}
-RECHECKS = ("listing", "per-key", "auto")
+RECHECKS = ("listing", "per-key", "auto", "scan")
 COPIES_PER_LISTING_PAGE = 100  # fresh plans: above this many copies per page of the table, re-check by listing
+# Copied keys whose copies are checked by one listing of their key range as soon as they are all done, while later
+# copies run (three entries a key after the copy: about one page of 1000 entries).
+SETTLE_SEGMENT = 300
 COPY_ATTEMPTS = 4  # a copy whose outcome is unknown is looked at, then tried again, at most this many times
 PART_ATTEMPTS = 4
 # A multipart copy carries the version it copies in this user-metadata key (x-amz-meta-airflow-fuse-copy-of): a
@@ -495,6 +507,8 @@ class _Pipeline:
 
     def __init__(self, max_workers: int) -> None:
         self.pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fuse-restore")
+        # Listings that check finished copies: their own thread, not queued behind every copy still to make.
+        self.side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fuse-restore-check")
         # Room for two listing pages of keys: the listing that feeds the pool never waits for it to drain.
         self.slots = threading.BoundedSemaphore(max(4 * max_workers, 2048))
         self.results: queue.SimpleQueue[Future] = queue.SimpleQueue()
@@ -505,6 +519,7 @@ class _Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        self.side.shutdown(wait=True, cancel_futures=exc[0] is not None)
 
     def _done(self, future: Future) -> None:
         self.results.put(future)
@@ -514,6 +529,13 @@ class _Pipeline:
         self.slots.acquire()
         self.outstanding += 1
         self.pool.submit(function, *args).add_done_callback(self._done)
+
+    def submit_aside(self, function: Callable[..., Any], *args: Any) -> None:
+        """Run ``function`` on the side thread, ahead of the tasks queued in the pool; its result comes back with
+        theirs."""
+        self.slots.acquire()
+        self.outstanding += 1
+        self.side.submit(function, *args).add_done_callback(self._done)
 
     def finished(self, *, block: bool) -> Iterator[Any]:
         """Results of finished tasks: all that are ready (and at least one when ``block``)."""
@@ -525,6 +547,64 @@ class _Pipeline:
             self.outstanding -= 1
             block = False
             yield future.result()
+
+
+@dataclass
+class _Settled:
+    """What a listing of copied keys' range gives back: where it stopped, and the copied keys it did not see."""
+
+    cursor: tuple[str, str | None]  # (last key checked, its oldest listed version id): the next range starts after
+    unseen: set[str]
+
+
+class _Segments:
+    """The copies' post-copy check, range after range in key order, each listed as soon as its copies are done.
+
+    A segment is a run of copied keys in key order. When every copy of the next segments is done (any outcome),
+    their range is listed from where the previous range's listing stopped (a key marker *and* a version id marker,
+    so servers that read a key marker alone differently all agree), while later copies run. One range is listed
+    at a time. Used in the submitting thread only (``Restorer._apply`` records outcomes there), so no lock.
+    """
+
+    def __init__(self, segments: list[list[str]]) -> None:
+        self.of: dict[str, int] = {key: i for i, keys in enumerate(segments) for key in keys}
+        self.remaining = [len(keys) for keys in segments]
+        self.lasts = [keys[-1] for keys in segments]
+        self.copied: dict[str, Outcome] = {}
+        self.next = 0  # the first segment not yet listed
+        self.cursor: tuple[str, str | None] | None = None
+        self.listing = False
+
+    def done(self, outcome: Outcome) -> None:
+        """Count a key's final outcome."""
+        index = self.of.pop(outcome.key, None)
+        if index is None:
+            return
+        if outcome.result == "copied":
+            self.copied[outcome.key] = outcome
+        self.remaining[index] -= 1
+
+    def ready(self) -> tuple[tuple[str, str | None] | None, str, dict[str, Outcome]] | None:
+        """The next range to list (after the cursor, up to a last key, its copied outcomes), if one is ready."""
+        if self.listing:
+            return None
+        stop = self.next
+        while stop < len(self.remaining) and not self.remaining[stop]:
+            stop += 1
+        if stop == self.next:
+            return None
+        last = self.lasts[stop - 1]
+        self.next = stop
+        copied = {key: outcome for key, outcome in self.copied.items() if key <= last}
+        for key in copied:
+            del self.copied[key]
+        if not copied:  # nothing was copied in these segments: nothing to look at (the next range starts later)
+            return self.ready()
+        self.listing = True
+        return self.cursor, last, copied
+
+    def listed(self, settled: _Settled) -> None:
+        self.cursor, self.listing = settled.cursor, False
 
 
 class Restorer:
@@ -553,6 +633,9 @@ class Restorer:
         self.check_before_copy = False
         # A shard (airflow_fuse.shards) re-checks only its key range; one with a row outside it is refused here.
         self.key_range = shard_range(plan)
+        self.listed: Callable[[str], KeyHistory | None] | None = None
+        self._items: dict[str, PlanItem] = {}  # the plan's rows of the keys copied (found when they are checked)
+        self._settled: set[str] = set()  # copied keys whose copies a listing of their range checked already
 
     # public ---------------------------------------------------------------------------------------
     def dry_run(self) -> RestoreResult:
@@ -570,7 +653,8 @@ class Restorer:
         return RestoreResult(self.strategy, dry_run=dry_run, outcomes=Outcomes(plan_rows=rows),
                              started_at="" if dry_run else isoformat(datetime.now(timezone.utc)) or "")
 
-    def run(self, *, recheck: str = "listing") -> RestoreResult:
+    def run(self, *, recheck: str = "listing",
+            listed: Callable[[str], KeyHistory | None] | None = None) -> RestoreResult:
         """Apply the plan.
 
         ``recheck="listing"`` (any plan: it may be hours old) lists the table again and sets aside every
@@ -583,14 +667,24 @@ class Restorer:
         ``recheck="auto"`` (fresh plans) takes the listing when copies outnumber
         ``COPIES_PER_LISTING_PAGE`` per page of the table (one page re-checks up to 1000 keys in one
         request, and overlaps the copies), else per key.
+        ``recheck="scan"`` is for a plan made moments ago in the same call from the listing ``listed`` (key →
+        its history then): that listing is the re-check, as for a bare list-then-write loop. Marker removal
+        needs none (see per-key); a copy lands on top of the version ids that listing showed, and the listing
+        after the copies (``_settle_copies``) withdraws a copy under which anything else landed since.
         """
         if recheck not in RECHECKS:
             raise BadInputError(f"recheck={recheck!r} must be one of {', '.join(RECHECKS)}")
+        if (recheck == "scan") != (listed is not None):
+            raise BadInputError("recheck='scan' re-checks on the listing that made the plan: give listed= with it "
+                                "(and only with it)")
+        self.listed = listed
+        self._settled = set()
         started = time.monotonic()
         result = self._result(dry_run=False)
         work = self.plan.actionable_items()
         if not work:
             return result
+        self._items = {}  # filled by _copy: undelete-only plans keep no object per key
         # Rule 0, just before the first write, whatever the plan's origin.
         check_versioning(self.client, self.plan.bucket, where=self.plan.location.uri, conn_id=self.conn_id,
                          for_write=True)
@@ -669,6 +763,10 @@ class Restorer:
         for item in work:
             if needs_key_listing(item):
                 yield item, self.key_history(item.key), True
+            elif self.listed is not None and action_for(self.strategy, item) == "copy":
+                # The scan's listing, moments ago, is the copy's re-check: the version ids it showed are what the
+                # copy may land on (anything else found under it afterwards landed since: the copy is withdrawn).
+                yield item, self.listed(item.key), True
             else:
                 yield item, None, False
 
@@ -676,13 +774,29 @@ class Restorer:
         progress = _Progress(len(work), self.progress_callback)
         pipeline = _Pipeline(self.max_workers)
         in_flight: dict[str, PlanItem] = {}  # keys handed to the pool (bounded by its window), for their plan row
+        segments = _Segments(self._segment_plan(work))
+
+        def settle_next() -> None:
+            ready = segments.ready()
+            if ready is not None:  # every copy of a key range is done: check them while later copies run
+                cursor, last, copied = ready
+                self._settled.update(copied)
+                pipeline.submit_aside(self._settle_range, cursor, last, copied)
 
         def record(outcome: Outcome, item: PlanItem | None = None) -> None:
             result.record(outcome, item if item is not None else in_flight.pop(outcome.key, None))
             progress.add(1, outcome.size if outcome.result in RESTORED else 0)
+            segments.done(outcome)
+            settle_next()
 
         def harvest(block: bool) -> None:
             for value in pipeline.finished(block=block):
+                if isinstance(value, _Settled):
+                    # keys the range's listing did not show (or could not list) are checked after the copies
+                    self._settled.difference_update(value.unseen)
+                    segments.listed(value)
+                    settle_next()
+                    continue
                 for entry in value if isinstance(value, list) else [value]:
                     if isinstance(entry, Step):  # marker removal denied: copy instead
                         pipeline.submit(self._copy, entry)
@@ -720,6 +834,52 @@ class Restorer:
             return iter_object_versions(self.client, self.plan.bucket, self.plan.prefix, on_page=on_page)
         return iter_range_versions(self.client, self.plan.bucket, self.plan.prefix, after=self.key_range.after,
                                    end=self.key_range.end, on_page=on_page)
+
+    def _segment_plan(self, work: list[PlanItem]) -> list[list[str]]:
+        """The keys to copy, ascending, in segments checked by one listing each as soon as their copies are done
+        (none: too few copies for listings to pay; they are checked after all copies, key by key)."""
+        keys = sorted(item.key for item in work if action_for(self.strategy, item) == "copy")
+        if not self._listing_pays(len(keys)):
+            return []
+        return [keys[i:i + SETTLE_SEGMENT] for i in range(0, len(keys), SETTLE_SEGMENT)]
+
+    def _settle_range(self, cursor: tuple[str, str | None] | None, last: str,
+                      copied: dict[str, Outcome]) -> _Settled:
+        """``_settle_copies`` for the copied keys after ``cursor`` up to ``last``: one listing of that range, from
+        a worker while later copies run. Keys it does not show are left to the check after the copies."""
+        unseen = set(copied)
+        at = cursor
+        try:
+            for history in self._range_histories(cursor, last):
+                unseen.discard(history.key)
+                at = (history.key, history.entries[-1].version_id)
+                self._settle([history], copied)
+        except (ClientError, BotoCoreError, RuntimeError) as exc:
+            log.warning("Could not list the keys up to %r to check their copies (%s); they are checked after the "
+                        "copies", last, exc)
+            return _Settled(at or ("", None), unseen)
+        return _Settled(at or ("", None), unseen)
+
+    def _range_histories(self, cursor: tuple[str, str | None] | None, last: str) -> Iterator[KeyHistory]:
+        """The complete histories of the keys after ``cursor`` up to ``last``, listed from the cursor on."""
+        kwargs: dict[str, Any] = {"Bucket": self.plan.bucket, "Prefix": self.plan.prefix, "MaxKeys": 1000}
+        after = None
+        if cursor is None and self.key_range is not None and self.key_range.after:
+            cursor = (self.key_range.after, None)  # a shard: its range starts after this key
+        if cursor is not None and cursor[0]:
+            after = cursor[0]
+            kwargs["KeyMarker"] = after
+            if cursor[1]:
+                kwargs["VersionIdMarker"] = cursor[1]
+        first = list_page(self.client, **kwargs)
+        pages = iter_pages(self.client, self.plan.bucket, self.plan.prefix, first=first)
+        entries = (entry for page in pages for entry in merge_page(page))
+        for history in iter_histories(entries):
+            if after is not None and history.key <= after:
+                continue  # the rest of the cursor's key, or a server that lists the marker key again
+            if history.key > last:
+                return
+            yield history
 
     # looking at one key -----------------------------------------------------------------------------
     def key_history(self, key: str) -> KeyHistory | None:
@@ -819,6 +979,7 @@ class Restorer:
 
     def _copy(self, step: Step) -> Outcome:
         item = step.item
+        self._items[item.key] = item  # its copy is checked after it lands (_settle)
         multipart = item.size >= self.multipart_threshold
         seen = step.seen
         try:
@@ -981,19 +1142,22 @@ class Restorer:
         duplicate that it made itself moments before. One listing sweep when copies are many, else one listing of
         each copied key.
         """
-        copied = {o.key: o for o in result.outcomes.objects() if o.result == "copied"}  # copies are never plain
+        copied = {o.key: o for o in result.outcomes.objects()  # copies are never plain
+                  if o.result == "copied" and o.key not in self._settled}
         if not copied:
             return
-        plan_items = self.plan.items
-        if isinstance(plan_items, PlanRows):
-            plan_items = plan_items.where(pc.is_in(plan_items.column("key"), value_set=pa.array(list(copied))))
-        items = {item.key: item for item in plan_items if item.key in copied}
         if self._listing_pays(len(copied)):
             histories: Iterable[KeyHistory] = (h for h in iter_histories(self._table_versions()) if h.key in copied)
         else:
             histories = (h for h in (self.key_history(key) for key in copied) if h is not None)
+        self._settle(histories, copied)
+
+    def _settle(self, histories: Iterable[KeyHistory], copied: dict[str, Outcome]) -> None:
+        """The check of ``_settle_copies`` on these histories of copied keys (others are passed over)."""
         for history in histories:
-            outcome, item = copied[history.key], items[history.key]
+            outcome, item = copied.get(history.key), self._items.get(history.key)
+            if outcome is None or item is None:
+                continue
             if not outcome.new_version_id:
                 landed = copy_landed(item, history, multipart=item.size >= self.multipart_threshold)
                 if landed is None:

@@ -388,17 +388,19 @@ def test_a_restore_rechecks_and_never_overwrites_a_newer_write(s3, bucket, reche
     assert len([1 for k, _ in data_versions(s3, bucket, "t/b") if k == "t/b"]) == 4
 
 
-def test_fresh_plan_with_many_copies_rechecks_by_one_listing_not_a_head_per_key(s3_server, s3, bucket):
-    """amend() re-checks a fresh plan's copies by a listing (streamed, overlapping the copies) when they
-    outnumber 100 per page of the table; one request per key when they are few (a listing of the deleted key:
-    a HeadObject's 404 cannot tell a newer delete marker from the one the plan saw)."""
+def test_a_fresh_plan_is_rechecked_on_the_listing_that_made_it(s3_server, s3, bucket):
+    """amend() re-checks a fresh plan's copies on the scan's own listing (no second sweep, no HeadObject per key),
+    as a bare list-then-copy loop would; the copies are looked at once after they land: by a listing of their key
+    range when they outnumber 100 per page of the table, else one listing of each copied key."""
     many = {f"t/k{i:03d}": f"v{i}".encode() for i in range(120)}
     put_objects(s3, bucket, many)
     delete_keys(s3, bucket, list(many))
     report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
     assert report.summary()["results"] == {"copied": 120}
-    assert report.restore.relist_pages == 1 and "HeadObject" not in report.requests
-    assert report.requests["ListObjectVersions"] == 1 + 1 + 1  # scan, re-check, settle: one page each
+    assert report.restore.relist_pages == 0 and "HeadObject" not in report.requests
+    assert report.requests["ListObjectVersions"] == 1 + 1  # the scan, and the copies' range after them
+    assert all(o.new_version_id == s3.head_object(Bucket=bucket, Key=o.key)["VersionId"]
+               for o in report.restore.outcomes)
     _assert_back(s3, bucket, many)
 
     few = {"t/x": b"x", "t/y": b"y"}
@@ -407,9 +409,24 @@ def test_fresh_plan_with_many_copies_rechecks_by_one_listing_not_a_head_per_key(
     report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
     assert report.summary()["results"] == {"copied": 2}
     assert report.restore.relist_pages == 0 and "HeadObject" not in report.requests
-    # the scan's page, then one per copied key before its copy, and one after: it reads the new version id where
-    # the CopyObject answer has none (Ceph; undo needs it) and withdraws a copy that buried a concurrent write
-    assert report.requests["ListObjectVersions"] == 1 + 2 + 2
+    # the scan's page, then one per copied key after its copy: it reads the new version id where the CopyObject
+    # answer has none (Ceph; undo needs it) and withdraws a copy that buried a concurrent write
+    assert report.requests["ListObjectVersions"] == 1 + 2
     assert all(o.new_version_id == s3.head_object(Bucket=bucket, Key=o.key)["VersionId"]
                for o in report.restore.outcomes)
     _assert_back(s3, bucket, few)
+
+
+def test_a_fresh_plan_whose_listing_began_long_ago_is_listed_again_before_its_copies(s3, bucket, monkeypatch):
+    """A large table's listing may be minutes old by the time its keys are written: such a plan is re-checked by a
+    new listing, streamed into the copies, as a saved plan is."""
+    from airflow_fuse import engine
+
+    monkeypatch.setattr(engine, "FRESH_LISTING", timedelta(0))
+    many = {f"t/k{i:03d}": f"v{i}".encode() for i in range(120)}
+    put_objects(s3, bucket, many)
+    delete_keys(s3, bucket, list(many))
+    report = amend(s3, table=f"s3://{bucket}/t/", options=AmendOptions(strategy="copy"))
+    assert report.summary()["results"] == {"copied": 120}
+    assert report.restore.relist_pages == 1 and "HeadObject" not in report.requests
+    _assert_back(s3, bucket, many)

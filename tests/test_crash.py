@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from airflow_fuse import restore
 from airflow_fuse.engine import AmendOptions, amend
 from tests.helpers import all_versions, sha
 from tests.servers.fault_proxy import ProxiedRequest, fault_proxy
@@ -83,6 +84,7 @@ def test_a_killed_restore_finishes_on_the_next_run(ceph_server, strategy):
 # The command line cannot lower the multipart threshold: the killed run is the engine in a process of its own.
 AMEND = """
 import sys
+from airflow_fuse import restore
 from airflow_fuse.engine import AmendOptions, amend
 from airflow_fuse.s3 import make_client
 amend(make_client(endpoint_url=sys.argv[2]), table=sys.argv[1],
@@ -159,8 +161,14 @@ class Writer:
             self.write(key)
 
 
-@pytest.mark.parametrize("strategy", ["auto", "copy"])
-def test_data_written_during_a_restore_stays_current(s3_server, s3, strategy):
+@pytest.mark.parametrize(("strategy", "by_range"), [("auto", False), ("copy", False), ("copy", True)],
+                         ids=["auto", "copy", "copy-checked-by-range"])
+def test_data_written_during_a_restore_stays_current(s3_server, s3, strategy, by_range, monkeypatch):
+    if by_range:
+        # Copies many enough to be checked after they land by listings of their key ranges (16 keys a range here),
+        # each listed while the later copies still run.
+        monkeypatch.setattr(restore, "COPIES_PER_LISTING_PAGE", 10)
+        monkeypatch.setattr(restore, "SETTLE_SEGMENT", 16)
     table = arrange(s3, strategy=strategy, small=80, healthy=10)
     deleted = sorted(table.wanted)
     writer = Writer(s3, table.bucket, worst=set(deleted[::8]), racing=set(deleted[4::8]),
@@ -187,3 +195,7 @@ def test_data_written_during_a_restore_stays_current(s3_server, s3, strategy):
         "a deleted key the writer did not touch was not restored"
     assert not s3.list_multipart_uploads(Bucket=table.bucket).get("Uploads")
     print(f"{s3_server.name} {strategy}: {report.summary()['results']}")
+    if by_range:
+        # the scan's page, then one listing of each range of 16 copied keys (not one listing a key)
+        assert report.requests["ListObjectVersions"] <= 1 + 2 * -(-len(table.copied) // 16) < len(table.copied)
+        assert report.summary()["results"].get("changed since scan", 0) >= len(writer.worst & set(writer.written))

@@ -118,3 +118,32 @@ def test_an_unconfirmed_copy_landed_only_if_a_new_version_holds_the_source():
     assert copy_landed(item, other, multipart=False) is None  # a writer's data, not our copy
     assert copy_landed(item, other, multipart=True).version_id == "v9"  # multipart: ETag not comparable
     assert copy_landed(item, _key([_entry("v9", False, "e1", 6, 20), *scanned.entries]), multipart=True) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 7), st.randoms(use_true_random=False))
+def test_copies_are_checked_range_after_range_in_key_order_whatever_order_they_finish(n, size, rng):
+    """The post-copy check lists one key range at a time, in key order, each only once every copy in it is done:
+    each copied key is looked at exactly once, after its own copy."""
+    from airflow_fuse.restore import Outcome, _Segments, _Settled
+
+    keys = [f"t/k{i:03d}" for i in range(n)]
+    segments = _Segments([keys[i:i + size] for i in range(0, n, size)])
+    finished: set[str] = set()
+    copies: set[str] = set()  # keys whose copy landed (the others failed: nothing to look at)
+    checked: list[str] = []
+    order = keys[:]
+    rng.shuffle(order)
+    for key in order:
+        finished.add(key)
+        result = "copied" if rng.random() < 0.8 else "failed"
+        copies |= {key} if result == "copied" else set()
+        segments.done(Outcome(key, result))  # type: ignore[arg-type]
+        while (ready := segments.ready()) is not None:
+            cursor, last, copied = ready
+            assert segments.ready() is None  # one range at a time
+            assert all(k in finished for k in keys if k <= last)  # listed only after every copy up to it is done
+            assert all(cursor is None or k > cursor[0] for k in copied)
+            checked += sorted(copied)
+            segments.listed(_Settled((last, "v"), set()))
+    assert checked == sorted(copies)  # every copy looked at once, in key order
