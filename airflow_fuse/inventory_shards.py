@@ -32,7 +32,7 @@ from airflow_fuse.documents import read_document, write_document
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import SCHEMA, Inventory
 from airflow_fuse.listing import compact, finish, iter_pages, list_page, markers_first_on_ties, sort_entries
-from airflow_fuse.listing_ranges import _guesses
+from airflow_fuse.listing_ranges import _guesses, in_range
 from airflow_fuse.location import TableLocation, parse_table_uri
 from airflow_fuse.s3 import explain
 from airflow_fuse.times import isoformat, parse_time
@@ -137,16 +137,7 @@ def list_shard(client: Any, bucket: str, prefix: str, key_range: KeyRange | dict
         for page in iter_pages(client, bucket, prefix, page_size=page_size, key_marker=key_range.after,
                                on_page=on_page):
             pages += 1
-            table = page.entries
-            keys = table.column("key")
-            inside = None if key_range.after is None else pc.greater(keys, key_range.after)
-            past = False
-            if key_range.end is not None and len(keys):
-                below = pc.less_equal(keys, key_range.end)
-                past = not pc.all(below).as_py()
-                inside = below if inside is None else pc.and_(inside, below)
-            if inside is not None and not pc.all(inside).as_py():
-                table = table.filter(inside)
+            table, past = in_range(page.entries, key_range.after, key_range.end)
             if table.num_rows:
                 chunks.append(compact(table))
                 orders.add(page.order)

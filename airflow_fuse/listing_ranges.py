@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, fetch_page, list_page, page_of
@@ -102,6 +103,21 @@ def _guesses(keys: list[str], prefix: str, limit: int) -> list[str]:
     return sorted(set(out))[:limit] if len(out) > limit else sorted(set(out))
 
 
+def in_range(table: pa.Table, after: str | None, end: str | None) -> tuple[pa.Table, bool]:
+    """The rows of a listing page whose key lies in ``(after, end]`` (``None``: open), and whether the page
+    showed a key past ``end`` (the range's listing is then done)."""
+    keys = table.column("key")
+    inside = None if after is None else pc.greater(keys, after)
+    past = False
+    if end is not None and len(keys):
+        below = pc.less_equal(keys, end)
+        past = not pc.all(below).as_py()
+        inside = below if inside is None else pc.and_(inside, below)
+    if inside is not None and not pc.all(inside).as_py():
+        table = table.filter(inside)
+    return table, past
+
+
 class _Lister:
     def __init__(self, client: Any, bucket: str, prefix: str, page_size: int, concurrency: int,
                  on_page: Callable[[int], None]) -> None:
@@ -148,18 +164,7 @@ class _Lister:
         self.pages += 1
         if r.pages > MAX_PAGES:
             raise RuntimeError(f"ListObjectVersions on bucket {self.bucket!r} exceeded {MAX_PAGES} pages")
-        table = page.entries
-        keys = table.column("key")
-        inside = None
-        if r.after is not None:
-            inside = pc.greater(keys, r.after)
-        past = False
-        if r.end is not None and len(keys):
-            below = pc.less_equal(keys, r.end)
-            past = not pc.all(below).as_py()
-            inside = below if inside is None else pc.and_(inside, below)
-        if inside is not None and not pc.all(inside).as_py():
-            table = table.filter(inside)
+        table, past = in_range(page.entries, r.after, r.end)
         if table.num_rows:
             chunk = compact(table)
             r.chunks.append(chunk)
