@@ -159,6 +159,8 @@ class PlanRows(Sequence[PlanItem]):
     def where(self, mask: pa.ChunkedArray | pa.Array) -> PlanRows:
         """The rows where ``mask`` is true, each still knowing its row in the plan."""
         rows = pc.indices_nonzero(mask if isinstance(mask, pa.Array) else mask.combine_chunks())
+        if len(rows) == len(self):  # every row: the same columns, not a copy of them
+            return self
         if self.rows is not None:
             rows = self.rows.take(rows)
         return PlanRows(self.table.filter(mask), rows.cast(pa.int64()))
