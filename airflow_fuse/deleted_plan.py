@@ -158,7 +158,8 @@ def _skipped(keys: pa.Array, reasons: pa.Array) -> pa.Table:
     return pa.table(columns, schema=PLAN_SCHEMA)
 
 
-def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 65_536) -> Iterator[DeletedPlan]:
-    """The deleted keys' rows, a batch of keys at a time, in key order."""
+def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 16_384) -> Iterator[DeletedPlan]:
+    """The deleted keys' rows, a batch of keys at a time, in key order (a batch's temporary columns are a few
+    megabytes: the plan's own columns are what memory holds once it is made)."""
     for first, keys, starts, entries in inventory.key_batches(batch):
         yield plan_batch(keys, starts, entries, window, first)

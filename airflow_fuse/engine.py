@@ -156,7 +156,7 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
     plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
     # The plan holds what it needs: the listing's columns are given back before the restore starts.
     del inventory, result
-    release_memory()
+    release_memory(collect=True)
     plan.info["metadata_reads"] = reader.requests
     if source:
         plan.info["inventory"] = source

@@ -7,8 +7,9 @@ import gc
 import pyarrow as pa
 
 
-def release_memory() -> None:
-    """Free unreachable Python objects, then have Arrow's memory pool return its unused pages to the system (the
+def release_memory(*, collect: bool = False) -> None:
+    """Have Arrow's memory pool return its unused pages to the system (after ``gc.collect()`` if ``collect``: the
     listing's columns after a plan is made, so the restore starts with the plan's memory only)."""
-    gc.collect()
+    if collect:
+        gc.collect()
     pa.default_memory_pool().release_unused()

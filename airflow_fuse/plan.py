@@ -39,6 +39,7 @@ from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
 from airflow_fuse.location import TableLocation
+from airflow_fuse.memory import release_memory
 from airflow_fuse.parquet import read_parquet
 from airflow_fuse.times import isoformat, parse_time
 
@@ -846,6 +847,8 @@ def _deleted_rows(inventory: Inventory, layout_result: LayoutResult) -> PlanRows
         needed.append(rows)
         if part.skipped.num_rows:
             skipped.append(plan_columns.encoded(part.skipped))
+        del part, rows
+        release_memory()  # the batch's temporary columns, before the next batch's
     return PlanRows(plan_columns.joined(needed + skipped, PLAN_SCHEMA))
 
 
