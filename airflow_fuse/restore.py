@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_fuse.delete_result import read_delete_results_fast
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
 from airflow_fuse.listing import VersionEntry, iter_object_versions, iter_range_versions
@@ -733,6 +734,7 @@ class Restorer:
 
     # marker removal ---------------------------------------------------------------------------------
     def _undelete_batch(self, batch: list[Step]) -> list[Outcome | Step]:
+        read_delete_results_fast(self.client)  # the answers' Deleted and Errors, read in one pass
         objects = [{"Key": step.item.key, "VersionId": marker} for step in batch for marker in step.markers]
         confirmed: set[tuple[str, str]] = set()
         errors_by_key: dict[str, list[dict]] = {}
