@@ -25,8 +25,9 @@ import pyarrow.compute as pc
 
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.plan import ONLY_MARKERS_LEFT, PLAN_SCHEMA
+from airflow_fuse.plan_columns import DELETED_AT, SMALL_TEXT, TEXT, iso_times
 
-_MICROS = 1_000_000
+__all__ = ["DeletedKeys", "DeletedPlan", "iso_times", "plan_batch", "plan_deleted"]
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,6 @@ class DeletedPlan:
     needed: pa.Table  # rows of the needed keys, key order; with "_index", the key's index in the inventory
     slow: list[int]  # inventory indices of needed keys whose history needs the per-key decision
     skipped: pa.Table  # rows of the keys deleted outside the window (skipped)
-
-
-def iso_times(values: pa.Array) -> pa.Array:
-    """``times.isoformat`` of each timestamp (microseconds, UTC): ``2026-01-02T03:04:05Z`` or ``….123456Z``."""
-    micros = values.cast(pa.int64())
-    seconds = pc.divide(micros, _MICROS)
-    fraction = pc.subtract(micros, pc.multiply(seconds, _MICROS))
-    base = pc.strftime(seconds.cast(pa.timestamp("s", tz="UTC")), format="%Y-%m-%dT%H:%M:%S")
-    digits = pc.utf8_lpad(fraction.cast(pa.string()), width=6, padding="0")
-    fractions = pc.if_else(pc.equal(fraction, 0), "", pc.binary_join_element_wise(".", digits, ""))
-    return pc.binary_join_element_wise(base, fractions, "Z", "")
 
 
 def _per_key(cumulative: pa.Array, starts: pa.Array) -> pa.Array:
@@ -118,35 +108,40 @@ def plan_batch(keys: pa.Array, starts: pa.Array, entries: pa.Table, window: Dele
     # are leading markers, and none is removed).
     marker_rows = leading_rows.filter(pc.and_(fast, has_data).take(leading_groups))
     offsets = _cumulative(n_markers)
-    deleted_at = iso_times(current_modified.take(rows))
+    which = pc.if_else(restore, 0, 1)  # 0: comes back (undelete), 1: only markers are left
+
+    def codes(indices: pa.Array, names: list[str], kind: pa.DataType) -> pa.DictionaryArray:
+        return pa.DictionaryArray.from_arrays(indices.cast(kind.index_type), pa.array(names, pa.string()))
 
     def wanted_column(name: str, empty: object) -> pa.Array:
         return pc.fill_null(entries.column(name).take(wanted_rows), empty)
 
+    # Compact columns (airflow_fuse.plan_columns): the texts a few codes, the times timestamps, the reason of a
+    # key that comes back "deleted at" its current time.
     table = pa.table({
         "key": keys.take(rows),
-        "status": pc.if_else(restore, "restore", "unrecoverable"),
-        "kind": pa.array(["object"] * n, pa.string()),
-        "action": pc.if_else(restore, "undelete", ""),
+        "status": codes(which, ["restore", "unrecoverable"], SMALL_TEXT),
+        "kind": codes(pa.repeat(pa.scalar(0, pa.int8()), n), ["object"], SMALL_TEXT),
+        "action": codes(which, ["undelete", ""], SMALL_TEXT),
         "version_id": wanted_column("version_id", ""),
         "size": wanted_column("size", 0),
         "etag": wanted_column("etag", ""),
-        "reason": pc.if_else(restore, pc.binary_join_element_wise("deleted at ", deleted_at, ""), ONLY_MARKERS_LEFT),
+        "reason": codes(which, [DELETED_AT, ONLY_MARKERS_LEFT], TEXT),
         "current_version_id": version_id.take(row_heads),
-        "current_is_delete_marker": pa.array([True] * n, pa.bool_()),
+        "current_is_delete_marker": pa.repeat(pa.scalar(True), n),
         "current_etag": entries.column("etag").take(row_heads),
         "current_size": entries.column("size").take(row_heads),
-        "current_last_modified": deleted_at,
-        "last_modified": pc.fill_null(iso_times(modified.take(wanted_rows)), ""),
+        "current_last_modified": current_modified.take(rows),
+        "last_modified": modified.take(wanted_rows),
         "delete_markers": pa.ListArray.from_arrays(offsets.cast(pa.int32()), version_id.take(marker_rows)),
-        "expected_size": pa.nulls(n, pa.int64()),
-        "row_count": pa.nulls(n, pa.int64()),
+        "expected_size": pa.nulls(n),
+        "row_count": pa.nulls(n),
         "_index": pc.add(rows.cast(pa.int64()), first_index),
-    }) if n else None
+    })
     skipped_rows = pc.indices_nonzero(pc.and_(current_marker, pc.invert(in_window)))
     reasons = pc.binary_join_element_wise("deleted at ", iso_times(current_modified.take(skipped_rows)),
                                           ", outside the incident window", "")
-    return DeletedPlan(table if table is not None else _empty_needed(),
+    return DeletedPlan(table,
                        [first_index + i for i in slow.to_pylist()], _skipped(keys.take(skipped_rows), reasons))
 
 
@@ -163,11 +158,8 @@ def _skipped(keys: pa.Array, reasons: pa.Array) -> pa.Table:
     return pa.table(columns, schema=PLAN_SCHEMA)
 
 
-def _empty_needed() -> pa.Table:
-    return PLAN_SCHEMA.empty_table().append_column("_index", pa.array([], pa.int64()))
-
-
-def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 65_536) -> Iterator[DeletedPlan]:
-    """The deleted keys' rows, a batch of keys at a time, in key order."""
+def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 16_384) -> Iterator[DeletedPlan]:
+    """The deleted keys' rows, a batch of keys at a time, in key order (a batch's temporary columns are a few
+    megabytes: the plan's own columns are what memory holds once it is made)."""
     for first, keys, starts, entries in inventory.key_batches(batch):
         yield plan_batch(keys, starts, entries, window, first)

@@ -20,6 +20,7 @@ from airflow_fuse.inventory import Inventory
 from airflow_fuse.layouts.base import Layout
 from airflow_fuse.listing import LIST_CONCURRENCY
 from airflow_fuse.location import TableLocation, parse_table_uri
+from airflow_fuse.memory import release_memory
 from airflow_fuse.plan import (
     DEFAULT_MAX_PLAN_AGE,
     Plan,
@@ -163,6 +164,9 @@ def _scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_i
     reader = S3VersionReader(client, location.bucket, conn_id=conn_id)
     result = layout.needed(inventory, reader)
     plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
+    # The plan holds what it needs: the listing's columns are given back before the restore starts.
+    del inventory, result
+    release_memory(collect=True)
     plan.info["metadata_reads"] = reader.requests
     if source:
         plan.info["inventory"] = source

@@ -33,11 +33,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from airflow_fuse import plan_columns
 from airflow_fuse.documents import read_document, write_document
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
 from airflow_fuse.location import TableLocation
+from airflow_fuse.memory import release_memory
 from airflow_fuse.parquet import read_parquet
 from airflow_fuse.times import isoformat, parse_time
 
@@ -86,7 +88,8 @@ class PlanRows(Sequence[PlanItem]):
     items for that)."""
 
     def __init__(self, table: pa.Table, rows: pa.Array | None = None) -> None:
-        if table.schema.remove_metadata() != PLAN_SCHEMA:
+        # Held as given when its columns are the plan's fields (plain, or compact: ``plan_columns``).
+        if table.column_names != list(ITEM_FIELDS):
             table = table.select(list(ITEM_FIELDS)).cast(PLAN_SCHEMA)
         self.table = table.replace_schema_metadata(None)
         # The plan rows these are (a subset of a plan: its actionable rows); None: rows 0..n-1.
@@ -95,16 +98,20 @@ class PlanRows(Sequence[PlanItem]):
 
     @classmethod
     def from_items(cls, items: Iterable[PlanItem]) -> PlanRows:
-        batches: list[pa.RecordBatch] = []
+        parts: list[pa.Table] = []
         rows: list[dict[str, Any]] = []
         for item in items:
             rows.append({name: getattr(item, name) for name in ITEM_FIELDS})
-            if len(rows) >= _ROW_BATCH:
-                batches.append(pa.RecordBatch.from_pylist(rows, schema=PLAN_SCHEMA))
+            if len(rows) >= _PART:
+                parts.append(plan_columns.encoded(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)))
                 rows = []
-        if rows or not batches:
-            batches.append(pa.RecordBatch.from_pylist(rows, schema=PLAN_SCHEMA))
-        return cls(pa.Table.from_batches(batches, schema=PLAN_SCHEMA))
+        if rows or not parts:
+            parts.append(plan_columns.encoded(pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)))
+        return cls(plan_columns.joined(parts, PLAN_SCHEMA))
+
+    def plain_table(self) -> pa.Table:
+        """The rows as ``PLAN_SCHEMA`` columns (what is saved), made from the compact ones."""
+        return plan_columns.decoded(self.table, PLAN_SCHEMA)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -133,7 +140,7 @@ class PlanRows(Sequence[PlanItem]):
     def _items(self, start: int, length: int) -> Iterator[PlanItem]:
         for first in range(start, start + length, _ROW_BATCH):
             n = min(_ROW_BATCH, start + length - first)
-            batch = self.table.slice(first, n)
+            batch = plan_columns.decoded(self.table.slice(first, n), PLAN_SCHEMA)
             columns = [batch.column(name).to_pylist() for name in ITEM_FIELDS]
             rows = range(first, first + n) if self.rows is None else self.rows.slice(first, n).to_pylist()
             for row, values in zip(rows, zip(*columns, strict=True), strict=True):
@@ -143,7 +150,7 @@ class PlanRows(Sequence[PlanItem]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, PlanRows):
-            return self.table.equals(other.table)
+            return self.plain_table().equals(other.plain_table())
         if isinstance(other, list):
             return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
@@ -154,11 +161,17 @@ class PlanRows(Sequence[PlanItem]):
         return f"PlanRows({len(self)} rows)"
 
     def column(self, name: str) -> pa.ChunkedArray:
-        return self.table.column(name)
+        """A column's values (the status, kind and action dictionary-encoded; the others as ``PLAN_SCHEMA``)."""
+        column = self.table.column(name)
+        if column.type == PLAN_SCHEMA.field(name).type or column.type == plan_columns.SMALL_TEXT:
+            return column
+        return self.plain_table().column(name)
 
     def where(self, mask: pa.ChunkedArray | pa.Array) -> PlanRows:
         """The rows where ``mask`` is true, each still knowing its row in the plan."""
         rows = pc.indices_nonzero(mask if isinstance(mask, pa.Array) else mask.combine_chunks())
+        if len(rows) == len(self):  # every row: the same columns, not a copy of them
+            return self
         if self.rows is not None:
             rows = self.rows.take(rows)
         return PlanRows(self.table.filter(mask), rows.cast(pa.int64()))
@@ -168,7 +181,8 @@ class PlanRows(Sequence[PlanItem]):
 
     def value_lists(self) -> Iterator[list[Any]]:
         """Each row as the list of its values in ``ITEM_FIELDS`` order (what the digest hashes)."""
-        for batch in self.table.to_batches(max_chunksize=_ROW_BATCH):
+        for start in range(0, len(self), _ROW_BATCH):
+            batch = plan_columns.decoded(self.table.slice(start, _ROW_BATCH), PLAN_SCHEMA)
             yield from (list(values) for values in zip(*(c.to_pylist() for c in batch.columns), strict=True))
 
 
@@ -220,7 +234,7 @@ class Plan:
     def rows_table(self) -> pa.Table:
         """The rows as an Arrow table (``PLAN_SCHEMA``): the plan's own for a plan held as columns."""
         rows = _as_rows(self.items)
-        return rows.table if rows is not None else PlanRows.from_items(self.items).table
+        return (rows if rows is not None else PlanRows.from_items(self.items)).plain_table()
 
     def counts(self) -> dict[str, int]:
         rows = _as_rows(self.items)
@@ -398,6 +412,7 @@ PLAN_SCHEMA = pa.schema(
      ("delete_markers", pa.list_(pa.string())), ("expected_size", pa.int64()), ("row_count", pa.int64())])
 assert tuple(PLAN_SCHEMA.names) == ITEM_FIELDS
 _ROW_BATCH = 8192  # rows made into objects (or hashed) at a time
+_PART = 65_536  # rows of items made into compact columns at a time
 
 
 def _canonical(value: Any) -> bytes:
@@ -822,17 +837,19 @@ def _deleted_rows(inventory: Inventory, layout_result: LayoutResult) -> PlanRows
     needed: list[pa.Table] = []
     skipped: list[pa.Table] = []
     for part in plan_deleted(inventory, layout_result.deleted):
-        rows = part.needed
+        rows = part.needed.drop_columns(["_index"])
         if part.slow:
             keys = inventory.keys()
             odd = PlanRows.from_items(plan_object(NeededObject(keys[i]), inventory.history(keys[i]))
                                       for i in part.slow).table
-            odd = odd.append_column("_index", pa.array(part.slow, pa.int64()))
-            rows = pa.concat_tables([rows, odd]).sort_by("_index")
-        needed.append(rows.drop_columns(["_index"]))
-        skipped.append(part.skipped)
-    tables = [t.cast(PLAN_SCHEMA) for t in needed + skipped if t.num_rows]
-    return PlanRows(pa.concat_tables(tables) if tables else PLAN_SCHEMA.empty_table())
+            index = pa.concat_arrays([part.needed.column("_index").combine_chunks(), pa.array(part.slow, pa.int64())])
+            rows = plan_columns.joined([rows, odd], PLAN_SCHEMA).take(pc.sort_indices(index))
+        needed.append(rows)
+        if part.skipped.num_rows:
+            skipped.append(plan_columns.encoded(part.skipped))
+        del part, rows
+        release_memory()  # the batch's temporary columns, before the next batch's
+    return PlanRows(plan_columns.joined(needed + skipped, PLAN_SCHEMA))
 
 
 # storage of plans and reports ------------------------------------------------------------------
