@@ -145,8 +145,10 @@ def scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id
 
 def _scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_id: str | None = None,
           on_page: Callable[[int], None] | None = None,
-          list_concurrency: int = LIST_CONCURRENCY) -> tuple[Plan, Inventory]:
-    """:func:`scan`, with the listing the plan was made from (a fresh amend re-checks its keys on it)."""
+          list_concurrency: int = LIST_CONCURRENCY,
+          strategy: str | None = None) -> tuple[Plan, Callable[[str], Any] | None]:
+    """:func:`scan`; with ``strategy`` (a fresh amend), also what its keys are re-checked on: the histories of
+    the listing that made the plan (kept only when a copy needs them), or None (list again before writing)."""
     options = options or ScanOptions()
     times = options.validated()
     location = parse_table_uri(table, allow_bucket_root=options.allow_bucket_root)
@@ -164,13 +166,15 @@ def _scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_i
     reader = S3VersionReader(client, location.bucket, conn_id=conn_id)
     result = layout.needed(inventory, reader)
     plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
-    # The plan holds what it needs: the listing's columns are given back before the restore starts.
+    history_of = None if strategy is None else _scan_histories(plan, inventory, strategy)
+    # The plan holds what it needs: the listing's columns are given back before the restore starts (unless a
+    # copy's re-check holds them through history_of).
     del inventory, result
     release_memory(collect=True)
     plan.info["metadata_reads"] = reader.requests
     if source:
         plan.info["inventory"] = source
-    return plan, inventory
+    return plan, history_of
 
 
 def _take_inventory(client: Any, location: TableLocation, options: ScanOptions, *, conn_id: str | None,
@@ -236,10 +240,15 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
     started = time.monotonic()
     try:
         plan_location = None
-        listed: Inventory | None = None
+        history_of: Callable[[str], Any] | None = None
+        # A plan made moments ago in this call is re-checked on the listing that made it (Restorer.run); a saved
+        # plan, or one made from an inventory taken earlier (S3 Inventory, shards), on a fresh listing; one whose
+        # listing began too long ago (a large table) on a fresh listing or per key (recheck="auto").
+        fresh = plan is None and not (scan_options and scan_options.listing_given())
         if plan is None:
             assert table is not None
-            the_plan, listed = _scan(client, table, scan_options, conn_id=conn_id, on_page=on_page)
+            the_plan, history_of = _scan(client, table, scan_options, conn_id=conn_id, on_page=on_page,
+                                         strategy=options.strategy if fresh else None)
         else:
             wanted = None if table is None else parse_table_uri(
                 table, allow_bucket_root=bool(scan_options and scan_options.allow_bucket_root))
@@ -251,12 +260,6 @@ def amend(client: Any, *, table: str | None = None, plan: str | Plan | None = No
             plan_location = save_plan(the_plan, options.plan_uri, client=client)
         restorer = Restorer(client, the_plan, strategy=options.strategy, max_workers=options.max_workers,
                             multipart_threshold=options.multipart_threshold, progress=progress, conn_id=conn_id)
-        # A plan made moments ago in this call is re-checked on the listing that made it (Restorer.run); a saved
-        # plan, or one made from an inventory taken earlier (S3 Inventory, shards), on a fresh listing; one whose
-        # listing began too long ago (a large table) on a fresh listing or per key (recheck="auto").
-        fresh = plan is None and not (scan_options and scan_options.listing_given())
-        history_of = None if listed is None or not fresh else _scan_histories(the_plan, listed, options.strategy)
-        listed = None  # the listing stays in memory only if a copy's re-check needs it
         recheck = "listing" if not fresh else "auto" if history_of is None else "scan"
         held_back = options.referenced_only and not _references_what_it_needs(the_plan)
         if held_back:
