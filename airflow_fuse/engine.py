@@ -32,7 +32,7 @@ from airflow_fuse.plan import (
 )
 from airflow_fuse.reader import S3VersionReader
 from airflow_fuse.report import Report
-from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer, action_for
+from airflow_fuse.restore import MULTIPART_THRESHOLD, STRATEGIES, Restorer, copy_count
 from airflow_fuse.s3 import RequestCounter, explain
 from airflow_fuse.times import isoformat, parse_time
 
@@ -289,7 +289,7 @@ def _scan_histories(plan: Plan, listing: Inventory, strategy: str) -> Callable[[
         log.info("The listing of %s began %s ago: its keys are listed again before they are written",
                  plan.location.uri, age)
         return None
-    if any(action_for(strategy, item) == "copy" for item in plan.actionable()):
+    if copy_count(strategy, plan.actionable_items()):
         return listing.history
     return _no_listing
 

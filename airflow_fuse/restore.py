@@ -396,6 +396,15 @@ def action_for(strategy: str, item: PlanItem) -> str:
     return item.action
 
 
+def copy_count(strategy: str, work: Sequence[PlanItem]) -> int:
+    """How many of these keys the strategy copies (on the columns for a plan held as columns)."""
+    if isinstance(work, PlanRows):
+        if strategy != "auto":
+            return len(work) if strategy == "copy" else 0
+        return int(pc.sum(pc.equal(work.column("action"), "copy")).as_py() or 0)
+    return sum(1 for item in work if action_for(strategy, item) == "copy")
+
+
 def undelete_refusal(item: PlanItem) -> str:
     return (f"strategy 'undelete' cannot restore this key: {item.reason or 'it needs a copy'} "
             "(the wanted version is not the newest data version); use strategy 'auto' or 'copy'")
@@ -703,12 +712,7 @@ class Restorer:
         return result
 
     def _copies(self, work: Sequence[PlanItem]) -> int:
-        """How many of these keys the strategy copies."""
-        if isinstance(work, PlanRows):
-            if self.strategy != "auto":
-                return len(work) if self.strategy == "copy" else 0
-            return int(pc.sum(pc.equal(work.column("action"), "copy")).as_py() or 0)
-        return sum(1 for item in work if action_for(self.strategy, item) == "copy")
+        return copy_count(self.strategy, work)
 
     def _multipart_keys(self, work: Sequence[PlanItem]) -> list[str]:
         """The keys this plan copies in parts (their unfinished uploads are aborted before and after)."""
@@ -849,12 +853,17 @@ class Restorer:
         return iter_range_versions(self.client, self.plan.bucket, self.plan.prefix, after=self.key_range.after,
                                    end=self.key_range.end, on_page=on_page)
 
-    def _segment_plan(self, work: list[PlanItem]) -> list[list[str]]:
+    def _segment_plan(self, work: Sequence[PlanItem]) -> list[list[str]]:
         """The keys to copy, ascending, in segments checked by one listing each as soon as their copies are done
         (none: too few copies for listings to pay; they are checked after all copies, key by key)."""
-        keys = sorted(item.key for item in work if action_for(self.strategy, item) == "copy")
-        if not self._listing_pays(len(keys)):
+        if not self._listing_pays(copy_count(self.strategy, work)):
             return []
+        if isinstance(work, PlanRows):  # without an object per key
+            copied = work.column("key") if self.strategy == "copy" else work.column("key").filter(
+                pc.equal(work.column("action"), "copy"))
+            keys = sorted(copied.to_pylist())
+        else:
+            keys = sorted(item.key for item in work if action_for(self.strategy, item) == "copy")
         return [keys[i:i + SETTLE_SEGMENT] for i in range(0, len(keys), SETTLE_SEGMENT)]
 
     def _settle_range(self, cursor: tuple[str, str | None] | None, last: str,

@@ -146,7 +146,7 @@ def shard_count(plan: Plan, *, shard_keys: int = DEFAULT_SHARD_KEYS, max_shards:
         raise BadInputError(f"shard_keys={shard_keys!r} must be a whole number of keys >= 1")
     if isinstance(max_shards, bool) or not isinstance(max_shards, int) or not 1 <= max_shards <= MAX_SHARDS:
         raise BadInputError(f"max_shards={max_shards!r} must be between 1 and {MAX_SHARDS}")
-    return max(1, min(max_shards, math.ceil(len(plan.actionable()) / shard_keys)))
+    return max(1, min(max_shards, math.ceil(plan.actionable_count() / shard_keys)))
 
 
 def _cuts(items: list[PlanItem], shards: int) -> list[int]:
@@ -406,7 +406,7 @@ def merge_reports(shards: list[dict[str, Any]], *, client: Any = None, plan_uri:
 def _keys_to_restore(plan_uri: Any, client: Any) -> int:
     """The keys a shard that saved no report had to restore (1 when its plan cannot be read either)."""
     try:
-        return max(1, len(load_plan(str(plan_uri), client=client).actionable()))
+        return max(1, load_plan(str(plan_uri), client=client).actionable_count())
     except BadInputError:
         return 1
 

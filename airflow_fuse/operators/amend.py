@@ -111,9 +111,9 @@ class FuseAmendOperator(FuseScanOperator):
             raise AirflowFailException(
                 f"{report.unrecoverable} objects {summary['table']} needs cannot be recovered: "
                 + "; ".join(f"{u['key']}: {u['reason']}" for u in summary["first_unrecoverable"][:3]))
-        if report.held_back and report.plan.actionable():
+        if report.held_back and report.plan.actionable_count():
             raise AirflowFailException(
-                f"{len(report.plan.actionable())} objects of {summary['table']} are deleted or damaged. It is a "
+                f"{report.plan.actionable_count()} objects of {summary['table']} are deleted or damaged. It is a "
                 f"{report.plan.table_format} table: its metadata does not say which objects it needs, so a scheduled "
                 "amend does not restore them (a retention job or an erasure may have deleted them on purpose). "
                 "Restore them with the fuse_failsafe_runbook DAG after review, or give this table a deletion window "

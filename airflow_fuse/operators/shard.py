@@ -82,10 +82,10 @@ class FuseShardOperator(BaseOperator):
             raise fail_with(exc) if isinstance(exc, FuseError) else AirflowFailException(str(exc)) from None
         if len(entries) == 1:
             self.log.info("%d keys to restore, at most %s per shard: the plan %s is applied whole",
-                          len(plan.actionable()), self.shard_keys, self.plan)
+                          plan.actionable_count(), self.shard_keys, self.plan)
         else:
             self.log.info("%d keys to restore (%d bytes) cut into %d shards of about %s keys by key range:\n%s",
-                          len(plan.actionable()), plan.bytes_to_restore(), len(entries), self.shard_keys,
+                          plan.actionable_count(), plan.bytes_to_restore(), len(entries), self.shard_keys,
                           "\n".join(f"  {e['plan']}" for e in entries))
         return entries
 
