@@ -75,8 +75,9 @@ WITHDRAW_COPY = Need(
     "it the key is reported failed, naming the version to remove", cleanup_only=True)
 RECHECK = Need(
     "RecheckCurrentObjects", "s3:GetObject", "table", ("HeadObject",),
-    "HeadObject of a live key (damaged, rolled back) right before a copy onto it: a key written since the scan "
-    "is left alone. Deleted keys are re-checked by listing them (s3:ListBucketVersions)")
+    "HeadObject of a live key (damaged, rolled back) right before a copy onto it, when the scan's own listing is "
+    "too old to re-check on (it began over 5 minutes before the writes) and copies are few: a key written since "
+    "the scan is left alone. Deleted keys are re-checked by listing them (s3:ListBucketVersions)")
 LIST_UPLOADS = Need(
     "FindLeftoverUploads", "s3:ListBucketMultipartUploads", "bucket", ("ListMultipartUploads",),
     "find multipart uploads an interrupted run left on the keys it copies in parts, to abort them (without it "
