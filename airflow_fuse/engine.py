@@ -38,6 +38,9 @@ from airflow_fuse.times import isoformat, parse_time
 
 log = logging.getLogger(__name__)
 FORMATS = formats.names()
+# Listings of at least this many entries are collected (gc) as soon as the plan is made; smaller ones are simply
+# dropped (their Arrow buffers go with their last reference).
+RELEASE_AFTER_ENTRIES = 100_000
 # A fresh plan whose listing began longer ago than this is re-checked by a new listing before its writes, as a saved
 # plan is; a younger one is re-checked on the listing that made it (no second sweep).
 FRESH_LISTING = timedelta(minutes=5)
@@ -168,9 +171,11 @@ def _scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_i
     plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
     history_of = None if strategy is None else _scan_histories(plan, inventory, strategy)
     # The plan holds what it needs: the listing's columns are given back before the restore starts (unless a
-    # copy's re-check holds them through history_of).
+    # copy's re-check holds them through history_of). A full gc pass costs in proportion to the whole process's
+    # heap (an Airflow worker's is large), so it is paid only when the listing was big enough to matter.
+    big = len(inventory) >= RELEASE_AFTER_ENTRIES
     del inventory, result
-    release_memory(collect=True)
+    release_memory(collect=big)
     plan.info["metadata_reads"] = reader.requests
     if source:
         plan.info["inventory"] = source
