@@ -154,12 +154,16 @@ def _continuation(page: Page) -> tuple[str | None, str | None]:
 
 
 def iter_pages(client: Any, bucket: str, prefix: str, *, page_size: int = 1000, key_marker: str | None = None,
-               first: Page | None = None, on_page: Callable[[int], None] | None = None) -> Iterator[Page]:
-    """Every page under ``prefix``: from its start, or after ``key_marker`` (entries of keys ≤ ``key_marker``
-    that a server lists anyway are left in: callers filter), or continuing after an already fetched ``first``."""
+               version_id_marker: str | None = None, first: Page | None = None,
+               on_page: Callable[[int], None] | None = None) -> Iterator[Page]:
+    """Every page under ``prefix``: from its start, or after ``key_marker`` (and ``version_id_marker``: after that
+    version of the key; entries of keys ≤ ``key_marker`` that a server lists anyway are left in: callers filter),
+    or continuing after an already fetched ``first``."""
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
     if key_marker is not None:
         kwargs["KeyMarker"] = key_marker
+        if version_id_marker:
+            kwargs["VersionIdMarker"] = version_id_marker
     previous: tuple | None = None
     for index in range(MAX_PAGES):
         page = first if (index == 0 and first is not None) else list_page(client, **kwargs)
@@ -321,16 +325,18 @@ def iter_object_versions(
 
 def iter_range_versions(
     client: Any, bucket: str, prefix: str, *, after: str | None, end: str | None, page_size: int = 1000,
-    on_page: Any = None,
+    on_page: Any = None, after_version: str | None = None,
 ) -> Iterator[VersionEntry]:
     """Every version and delete marker of the keys under ``prefix`` in the range ``(after, end]`` (``None``: open).
+    With ``after_version`` (a version id of ``after``) the walk starts after that version (``VersionIdMarker``).
 
     The walk starts at ``KeyMarker=after`` and stops at the first page that shows a key past ``end`` (entries
     beyond are dropped): a key range is listed without listing the rest of the prefix. Entries of keys ≤ ``after``
     that a server lists anyway (moto lists the marker key) are dropped. ``after`` should be a key that exists:
     moto drops the first entry at or after a KeyMarker (its own, when it exists).
     """
-    for page in iter_pages(client, bucket, prefix, page_size=page_size, key_marker=after, on_page=on_page):
+    for page in iter_pages(client, bucket, prefix, page_size=page_size, key_marker=after,
+                           version_id_marker=after_version, on_page=on_page):
         past = False
         for entry in merge_page(page):
             if after is not None and entry.key <= after:

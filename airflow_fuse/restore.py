@@ -42,10 +42,7 @@ from airflow_fuse.inventory import KeyHistory, iter_histories
 from airflow_fuse.listing import (
     VersionEntry,
     iter_object_versions,
-    iter_pages,
     iter_range_versions,
-    list_page,
-    merge_page,
 )
 from airflow_fuse.plan import Plan, PlanItem, PlanRows
 from airflow_fuse.s3 import describe_error, error_code, refusal_hint
@@ -702,6 +699,7 @@ class Restorer:
             recheck = "listing" if self._listing_pays(self._copies(work)) else "per-key"
         self.check_before_copy = recheck == "per-key"
         multipart_keys = self._multipart_keys(work)
+        read_delete_results_fast(self.client)  # DeleteObjects answers' Deleted and Errors, read in one pass
         with guard_writes(self.client):
             self._abort_uploads(multipart_keys, "left by an earlier run that was killed")
             self._apply(work, recheck == "listing", result)
@@ -880,29 +878,17 @@ class Restorer:
         except (ClientError, BotoCoreError, RuntimeError) as exc:
             log.warning("Could not list the keys up to %r to check their copies (%s); they are checked after the "
                         "copies", last, exc)
-            return _Settled(at or ("", None), unseen)
         return _Settled(at or ("", None), unseen)
 
     def _range_histories(self, cursor: tuple[str, str | None] | None, last: str) -> Iterator[KeyHistory]:
         """The complete histories of the keys after ``cursor`` up to ``last``, listed from the cursor on."""
-        kwargs: dict[str, Any] = {"Bucket": self.plan.bucket, "Prefix": self.plan.prefix, "MaxKeys": 1000}
-        after = None
         if cursor is None and self.key_range is not None and self.key_range.after:
             cursor = (self.key_range.after, None)  # a shard: its range starts after this key
-        if cursor is not None and cursor[0]:
-            after = cursor[0]
-            kwargs["KeyMarker"] = after
-            if cursor[1]:
-                kwargs["VersionIdMarker"] = cursor[1]
-        first = list_page(self.client, **kwargs)
-        pages = iter_pages(self.client, self.plan.bucket, self.plan.prefix, first=first)
-        entries = (entry for page in pages for entry in merge_page(page))
-        for history in iter_histories(entries):
-            if after is not None and history.key <= after:
-                continue  # the rest of the cursor's key, or a server that lists the marker key again
-            if history.key > last:
-                return
-            yield history
+        after, after_version = cursor if cursor is not None and cursor[0] else (None, None)
+        # Entries of keys ≤ after (the rest of the cursor's key, or a server listing the marker key again) and past
+        # last are left out by the range listing.
+        return iter_histories(iter_range_versions(self.client, self.plan.bucket, self.plan.prefix, after=after,
+                                                  end=last, after_version=after_version))
 
     # looking at one key -----------------------------------------------------------------------------
     def key_history(self, key: str) -> KeyHistory | None:
@@ -916,7 +902,6 @@ class Restorer:
 
     # marker removal ---------------------------------------------------------------------------------
     def _undelete_batch(self, batch: list[Step]) -> list[Outcome | Step]:
-        read_delete_results_fast(self.client)  # the answers' Deleted and Errors, read in one pass
         objects = [{"Key": step.item.key, "VersionId": marker} for step in batch for marker in step.markers]
         confirmed: set[tuple[str, str]] = set()
         errors_by_key: dict[str, list[dict]] = {}
