@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -55,6 +56,7 @@ from airflow_fuse.operators.amend import FuseAmendOperator
 from airflow_fuse.operators.scan import FuseScanOperator
 from airflow_fuse.operators.shard import SHARD_NAME, FuseMergeReportsOperator, FuseShardOperator
 from airflow_fuse.operators.verify import FuseVerifyOperator
+from airflow_fuse.plan import PlanRows
 from airflow_fuse.report import human_bytes
 from airflow_fuse.sensors.versioning import VersioningSensor
 from airflow_fuse.shards import DEFAULT_SHARD_KEYS
@@ -166,47 +168,69 @@ def _typed_params(context: Any) -> None:
 
 # the approval ------------------------------------------------------------------------------------
 
-def _keys(items: list[Any], *, with_reason: bool = False) -> list[str]:
+def _keys(rows: PlanRows, mask: Any, *, with_reason: bool = False) -> tuple[int, int, list[str]]:
+    """How many rows ``mask`` selects, their bytes, and the approval's lines for the first few of them."""
+    import pyarrow.compute as pc
+
+    picked = pc.indices_nonzero(mask.combine_chunks() if hasattr(mask, "combine_chunks") else mask)
+    count = len(picked)
+    size = int(pc.sum(rows.column("size").take(picked)).as_py() or 0) if count else 0
     lines = []
-    for item in items[:FIRST_KEYS]:
+    for item in PlanRows(rows.table.take(picked[:FIRST_KEYS])):
         detail = f": {item.reason}" if with_reason and item.reason else \
             (f" ← version `{item.version_id}` ({human_bytes(item.size)})" if item.version_id else "")
         lines.append(f"- `{item.key}`{detail}")
-    if len(items) > FIRST_KEYS:
-        lines.append(f"- … and {len(items) - FIRST_KEYS} more (in the plan)")
-    return lines
+    if count > FIRST_KEYS:
+        lines.append(f"- … and {count - FIRST_KEYS} more (in the plan)")
+    return count, size, lines
 
 
-def plan_markdown(summary: dict[str, Any], items: list[Any] | None) -> str:
-    """The approval's body: what the plan will do, from the scan's summary and the saved plan's rows."""
+def plan_markdown(summary: dict[str, Any], items: Sequence[Any] | None) -> str:
+    """The approval's body: what the plan will do, from the scan's summary and the saved plan's rows.
+
+    The rows are counted and summed on the plan's Arrow columns: a plan of millions of keys makes objects only
+    of the few keys shown."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     digest = summary.get("plan_digest") or summary.get("digest")
     lines = [f"**Table** `{summary['table']}` ({summary['table_format']}), listed at {summary.get('listed_at')}: "
              f"{summary['keys_listed']} keys, {summary['versions_listed']} versions and delete markers.", ""]
+    groups: list[tuple[str, int, list[str]]] = []
     if items is None:
         lines += [f"- to restore: **{summary['restore']}**, damaged: **{summary['damaged']}**, "
                   f"unrecoverable: **{summary['unrecoverable']}** ({human_bytes(summary['bytes_to_restore'])})", ""]
-        groups: list[tuple[str, list[Any], bool]] = []
     else:
-        undelete = [i for i in items if i.status == "restore" and i.action == "undelete"]
-        copy = [i for i in items if i.status == "restore" and i.action == "copy"]
-        damaged = [i for i in items if i.status == "damaged"]
-        lost = [i for i in items if i.status == "unrecoverable"]
-        present = sum(1 for i in items if i.status == "present")
+        rows = items if isinstance(items, PlanRows) else PlanRows.from_items(items)
+        status = rows.column("status")
+        action = rows.column("action")
+
+        def where(wanted_status: str, wanted_action: str | None = None) -> Any:
+            mask = pc.equal(status, pa.scalar(wanted_status))
+            if wanted_action is not None:
+                mask = pc.and_(mask, pc.equal(action, pa.scalar(wanted_action)))
+            return pc.fill_null(mask, False)
+
+        n_undelete, b_undelete, undelete = _keys(rows, where("restore", "undelete"))
+        n_copy, b_copy, copy = _keys(rows, where("restore", "copy"))
+        n_damaged, b_damaged, damaged = _keys(rows, where("damaged"), with_reason=True)
+        n_lost, _, lost = _keys(rows, where("unrecoverable"), with_reason=True)
+        present = int(pc.sum(where("present")).as_py() or 0) if len(rows) else 0
         lines += ["| action | objects | bytes |", "|---|---:|---:|",
-                  f"| undelete (remove the delete markers above a version) | {len(undelete)} | "
-                  f"{human_bytes(sum(i.size for i in undelete))} |",
-                  f"| copy an older version back | {len(copy)} | {human_bytes(sum(i.size for i in copy))} |",
-                  f"| damaged: replace with an older version | {len(damaged)} | "
-                  f"{human_bytes(sum(i.size for i in damaged))} |",
-                  f"| **unrecoverable** (no version to bring back) | {len(lost)} | – |",
+                  f"| undelete (remove the delete markers above a version) | {n_undelete} | "
+                  f"{human_bytes(b_undelete)} |",
+                  f"| copy an older version back | {n_copy} | {human_bytes(b_copy)} |",
+                  f"| damaged: replace with an older version | {n_damaged} | {human_bytes(b_damaged)} |",
+                  f"| **unrecoverable** (no version to bring back) | {n_lost} | – |",
                   f"| present, left alone | {present} | – |",
-                  f"| **total written** | {len(undelete) + len(copy) + len(damaged)} | "
+                  f"| **total written** | {n_undelete + n_copy + n_damaged} | "
                   f"{human_bytes(summary['bytes_to_restore'])} |", ""]
-        groups = [("Unrecoverable (the run will fail listing them after restoring the rest)", lost, True),
-                  ("To undelete", undelete, False), ("To copy back", copy, False), ("Damaged", damaged, True)]
-    for title, group, with_reason in groups:
-        if group:
-            lines += [f"**{title}** — {len(group)}:", *_keys(group, with_reason=with_reason), ""]
+        groups = [("Unrecoverable (the run will fail listing them after restoring the rest)", n_lost, lost),
+                  ("To undelete", n_undelete, undelete), ("To copy back", n_copy, copy),
+                  ("Damaged", n_damaged, damaged)]
+    for title, count, keys in groups:
+        if count:
+            lines += [f"**{title}** — {count}:", *keys, ""]
     lines += [f"**Plan** `{summary.get('plan')}`", "",
               f"**Plan digest** `{digest}`" if digest else "**Plan digest** not reported by this version", "",
               "**Approve** applies exactly this plan: each key is re-checked against a fresh listing first and a key "
@@ -229,7 +253,7 @@ class PlanApprovalOperator(ApprovalOperator):
         self.scan_task_id = scan_task_id
         self.aws_conn_id = aws_conn_id
 
-    def _plan_items(self, location: str | None) -> list[Any] | None:
+    def _plan_items(self, location: str | None) -> Sequence[Any] | None:
         if not location:
             return None
         from airflow_fuse.hooks.versioned_s3 import VersionedS3Hook

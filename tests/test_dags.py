@@ -95,7 +95,7 @@ def test_runbook_approval_timeout_says_nothing_was_written(runbook_variables):
 def test_runbook_approval_body_shows_every_kind_of_key():
     import runpy
 
-    from airflow_fuse.plan import Plan, PlanItem
+    from airflow_fuse.plan import Plan, PlanItem, PlanRows
     from airflow_fuse.report import Report
 
     plan_markdown = runpy.run_path(str(DAGS_FOLDER / "fuse_failsafe_runbook.py"))["plan_markdown"]
@@ -111,6 +111,8 @@ def test_runbook_approval_body_shows_every_kind_of_key():
     summary = dict(Report(plan).summary(), plan="s3://ops/airflow-fuse/fuse_failsafe_runbook/run1/plan.parquet")
 
     body = plan_markdown(summary, plan.items)
+    # a saved plan is loaded as Arrow columns: the same body, counted on the columns
+    assert plan_markdown(summary, PlanRows.from_items(items)) == body
     assert "| undelete (remove the delete markers above a version) | 7 | 7.0 KiB |" in body
     assert "| copy an older version back | 1 | 2.0 KiB |" in body
     assert "| damaged: replace with an older version | 1 | 100 B |" in body
