@@ -9,8 +9,9 @@ Databend's `CALL SYSTEM$FUSE_AMEND('db', 't')`, for Databend Fuse tables and for
 
 1. `versioning` — the bucket's versioning must be *Enabled*; if it was never enabled, nothing can be
    recovered and the run fails at once saying so.
-2. `scan` — one listing of the table's versions; for Databend, the current snapshot → segments →
-   blocks and index files. Writes nothing to the table. The plan (every key, the version that brings it
+2. `scan` — one listing of the table's versions (or, for buckets of millions of objects, the S3 Inventory
+   report given as *S3 Inventory manifest*); for Databend, the current snapshot → segments → blocks and index
+   files. Writes nothing to the table. The plan (every key, the version that brings it
    back, the delete markers to remove) is saved to the **operations location**:
    `<ops_location>/fuse_failsafe_runbook/<run_id>/plan.parquet` — never inside the table.
 3. `route` — a **dry run** stops here, its log ending `DRY RUN: nothing written; N objects would be
@@ -71,6 +72,7 @@ APPROVAL_TIMEOUT = timedelta(hours=12)
 FIRST_KEYS = 5  # keys of each kind shown in the approval
 # s3://bucket/prefix/, or a Databend table by name: database.table (as SYSTEM$FUSE_AMEND('db', 't') names it)
 TABLE_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+|[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)$"
+INVENTORY_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+\.json$"
 OPS_PATTERN = r"^(s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?|file:///.+)$"
 
 
@@ -325,6 +327,13 @@ with DAG(
         "snapshot_location": Param(None, type=["null", "string"], title="Snapshot location", section="Table",
                                    description="Databend only: SNAPSHOT_LOCATION from SHOW CREATE TABLE. "
                                                "Empty: the table's hint file."),
+        "inventory_manifest": Param(None, type=["null", "string"], pattern=INVENTORY_PATTERN,
+                                    title="S3 Inventory manifest", section="Table",
+                                    description="For buckets of millions of objects: read the table's versions "
+                                                "from this S3 Inventory report (s3://…/manifest.json of an "
+                                                "inventory with all versions) instead of listing them. Every key "
+                                                "is still re-checked by a listing before it is written; the plan "
+                                                "says how old the inventory was. Empty: list the table."),
         "include_history": Param(False, type="boolean", title="Include history", section="Table",
                                  description="Databend only: also restore the chain of previous snapshots "
                                              "(time travel), not only the current one."),
@@ -374,7 +383,7 @@ with DAG(
     versioning = VersioningSensor(task_id="versioning", bucket_name=BUCKET, aws_conn_id=AWS_CONN,
                                   poke_interval=30, timeout=300, mode="reschedule")
     scan = FuseScanOperator(task_id="scan", plan_uri=f"{RUN_DIR}/plan.parquet", pre_execute=_typed_params,
-                            **SCAN_ARGS)
+                            inventory_manifest="{{ params.inventory_manifest or '' }}", **SCAN_ARGS)
 
     @task.branch(task_id="route")
     def route(summary: dict[str, Any], params: dict[str, Any] | None = None) -> str | None:

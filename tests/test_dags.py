@@ -398,3 +398,47 @@ def test_periodic_amend_reports_a_prefix_table_unless_it_has_a_deletion_window(a
     assert all_versions(s3, erased) == before and read(s3, erased, "events/a.parquet") is None
     assert by_index[("amend", 1)] == "success" and by_index[("finish.report", 1)] == "success"
     assert read(s3, windowed, "events/a.parquet") == b"a"
+
+
+def test_runbook_plans_from_an_s3_inventory_report(airflow_db, s3, conn_id, runbook_variables):
+    """The form's S3 Inventory manifest: the scan reads the versions from the report, not a listing; the
+    restore still re-checks each key with a listing (a key written again since the report is left alone)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_fuse.plan import load_plan
+    from tests.s3_inventory_files import write_inventory
+
+    def parquet(rows: int) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(pa.table({"n": list(range(rows))}), sink)
+        return sink.getvalue()
+
+    bucket = new_bucket(s3)
+    objects = {f"t/d{i % 2}/part-{i}.parquet": parquet(10 + i) for i in range(6)}
+    put_objects(s3, bucket, objects)
+    delete_keys(s3, bucket, ["t/d0/part-0.parquet", "t/d1/part-3.parquet", "t/d0/part-4.parquet"])
+    manifest = write_inventory(s3, bucket, fmt="Parquet")
+    written_again = parquet(99)
+    put_objects(s3, bucket, {"t/d0/part-4.parquet": written_again})  # after the report: not to be restored over
+    conf = {"table": f"s3://{bucket}/t/", "aws_conn_id": conn_id, "dry_run": False, "require_approval": False,
+            "table_format": "prefix", "inventory_manifest": manifest}
+
+    run, states = run_dag(_dag("fuse_failsafe_runbook"), run_conf=conf)
+
+    # the key written since the report is "changed since scan": the amend and the merged report fail naming it
+    assert states["scan"] == "success" and states["amend"] == states["report"] == "failed", states
+    amend = next(ti for ti in run.get_task_instances() if ti.task_id == "amend")
+    assert amend.state == "failed"
+    assert read(s3, bucket, "t/d0/part-0.parquet") == objects["t/d0/part-0.parquet"]  # the bytes are back
+    assert read(s3, bucket, "t/d1/part-3.parquet") == objects["t/d1/part-3.parquet"]
+    assert read(s3, bucket, "t/d0/part-4.parquet") == written_again  # changed since the report: left alone
+    plan = load_plan(str(runbook_variables / "fuse_failsafe_runbook" / run.run_id / "plan.parquet"))
+    assert plan.info["inventory"]["source"] == "s3-inventory" and plan.info["inventory"]["manifest"] == manifest
+    assert plan.listing_pages == 0  # the versions came from the report, not a listing
+    saved = pq.read_table(runbook_variables / "fuse_failsafe_runbook" / run.run_id / "report.parquet").to_pylist()
+    results = {row["key"]: row["result"] for row in saved}
+    assert results["t/d0/part-4.parquet"] == "changed since scan", results
+    assert results["t/d0/part-0.parquet"] == results["t/d1/part-3.parquet"] == "undeleted", results
