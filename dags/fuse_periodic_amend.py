@@ -147,7 +147,7 @@ with DAG(
             report_uri = plan_uri.rsplit("/", 1)[0] + "/report.parquet"
             entries = save_shards(plan, plan_uri, count, client=client, report_uri=report_uri)
             if len(entries) > 1:
-                log.info("%s: %d keys to restore cut into %d shards", spec["table"], len(plan.actionable()),
+                log.info("%s: %d keys to restore cut into %d shards", spec["table"], plan.actionable_count(),
                          len(entries))
             finish.append({**{name: spec[name] for name in SCAN_FIELDS}, "strategy": spec["strategy"],
                            "shards": entries, "plan": plan_uri, "plan_digest": plan.digest, "report_uri": report_uri})
