@@ -164,10 +164,11 @@ class Report:
         shown = list(islice(self.iter_rows(shown_only=True), max_rows))
         more = s["needed"] + s["skipped"] - s["present"] - len(shown)
         if shown:
-            width = min(max(len(r["key"]) for r in shown[:max_rows]), 70)
+            # Keys are printed whole (to be copied into a command); a key longer than the column shifts its row.
+            width = min(max(len(r["key"]) for r in shown[:max_rows]), 80)
             lines.append(f"  {'key':<{width}}  {'status':<13} {'action':<8} {'result':<18} reason / detail")
             for r in shown[:max_rows]:
-                key = r["key"] if len(r["key"]) <= width else "…" + r["key"][-(width - 1):]
+                key = r["key"]
                 lines.append(f"  {key:<{width}}  {r['status']:<13} {r['action'] or '-':<8} {r['result'] or '-':<18} "
                              f"{r['detail'] or r['reason']}")
             if more > 0:

@@ -102,3 +102,16 @@ def test_the_recheck_pairs_each_planned_key_with_its_fresh_listing(monkeypatch, 
         assert sorted(pairs) == ["t/00", "t/01", "t/02", "t/03"]
         assert {k for k, h in pairs.items() if h is not None} == set(listed) - {"t/x"}
         assert all(h.key == k and [e.version_id for e in h.entries] == ["m", "v"] for k, h in pairs.items() if h)
+
+
+def test_the_rendered_report_prints_long_keys_whole():
+    """An Iceberg manifest list's key is ~90 characters: the report's table prints it whole (it is copied into
+    commands), not cut at the left as it was ("…a/snap-13…avro")."""
+    long_key = "db/orders/metadata/snap-3082810612439755681-0-88b8e689-82d8-4a52-92bc-c58f655fa390.avro"
+    items = [PlanItem(key=long_key, status="restore", action="undelete", version_id="v1", size=10,
+                      delete_markers=["m1"]),
+             PlanItem(key="db/orders/data/a.parquet", status="unrecoverable", reason="no version left")]
+    text = Report(Plan(bucket="lake", prefix="db/orders/", table_format="iceberg", items=items)).render()
+    row = next(line for line in text.splitlines() if long_key in line)
+    assert row.split()[:2] == [long_key, "restore"]
+    assert "  db/orders/data/a.parquet " in text and "no version left" in text
