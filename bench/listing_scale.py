@@ -256,12 +256,14 @@ def main() -> None:
               f"{args.latency_ms:g} ms added per request, concurrency {args.concurrency}, {os.cpu_count()} cores")
         results = []
         for mode in args.modes.split(","):
+            server_cpu0 = _process_cpu(server.pid)
             out = subprocess.run([sys.executable, "-m", "bench.listing_scale", "--client", mode, "--endpoint", endpoint,
                                   "--concurrency", str(args.concurrency)], cwd=ROOT, capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{mode}: failed\n{out.stderr[-3000:]}")
                 continue
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]) | {
+                "server_cpu": _process_cpu(server.pid) - server_cpu0})
             _print(results)
     finally:
         server.terminate()
@@ -269,16 +271,25 @@ def main() -> None:
         threading.Thread(target=lambda: os.path.exists(port_file) and os.unlink(port_file)).start()
 
 
+def _process_cpu(pid: int) -> float:
+    """A process's CPU seconds so far (user + system, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _print(results: list[dict]) -> None:
     header = (f"{'mode':<5} {'entries':>9} {'pages':>6} {'list s':>7} {'list cpu':>8} {'entries/cpu-s':>13} "
-              f"{'walk cpu':>8} {'RSS B/entry':>11} {'vs old':>7}")
+              f"{'server cpu':>10} {'walk cpu':>8} {'RSS B/entry':>11} {'vs old':>7} {'vs seq':>7}")
     print(header)
     base = next((r["list_wall"] for r in results if r["mode"] == "old"), None)
+    seq = next((r["list_wall"] for r in results if r["mode"] == "seq"), None)
     for r in results:
         speed = r["entries"] / r["list_cpu"] if r["list_cpu"] else float("inf")
         ratio = f"{base / r['list_wall']:.1f}x" if base else "-"
+        vs_seq = f"{seq / r['list_wall']:.1f}x" if seq else "-"
         print(f"{r['mode']:<5} {r['entries']:>9,} {r['pages']:>6} {r['list_wall']:>7.2f} {r['list_cpu']:>8.2f} "
-              f"{speed:>13,.0f} {r['walk_cpu']:>8.2f} {r['rss_per_entry']:>11.0f} {ratio:>7}")
+              f"{speed:>13,.0f} {r['server_cpu']:>10.2f} {r['walk_cpu']:>8.2f} {r['rss_per_entry']:>11.0f} {ratio:>7} "
+              f"{vs_seq:>7}")
     sys.stdout.flush()
 
 

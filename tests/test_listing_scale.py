@@ -8,6 +8,7 @@ bytes. The listing tests run against the real servers (moto's and Ceph's own mar
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import botocore.session
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.listing import iter_object_versions, list_entries, table_entries
 from airflow_fuse.listing_ranges import between
-from airflow_fuse.listing_xml import _parse_by_field, _parse_tree, parse_list_versions
+from airflow_fuse.listing_xml import _parse_by_field, _parse_tags, _parse_template, _parse_tree, parse_list_versions
 from tests.helpers import all_versions
 
 SAMPLES = sorted((Path(__file__).parent / "fixtures" / "listing").glob("*.xml"))
@@ -50,8 +51,8 @@ def test_samples_from_both_servers_are_there():
     assert names == {"moto", "ceph"} and len(SAMPLES) >= 10
 
 
-@pytest.mark.parametrize("parse", [parse_list_versions, _parse_by_field, _parse_tree],
-                         ids=["template", "by-field", "elementtree"])
+@pytest.mark.parametrize("parse", [parse_list_versions, _parse_tags, _parse_template, _parse_by_field, _parse_tree],
+                         ids=["first-that-reads", "tags", "template", "by-field", "elementtree"])
 @pytest.mark.parametrize("sample", SAMPLES, ids=[path.name for path in SAMPLES])
 def test_parser_reads_captured_pages_as_botocore_does(sample, parse):
     body = sample.read_bytes()
@@ -80,12 +81,33 @@ def _ceph_page() -> bytes:
     # a key made of characters XML must escape, not URL-encoded (no EncodingType in the response)
     lambda body: body.replace(b"<EncodingType>url</EncodingType>", b"").replace(
         b"<Key>t%2Fstraddle</Key>", b"<Key>t/a&amp;b&lt;c&gt;&quot;&apos; d+e%41</Key>"),
-], ids=["one-entry-differs", "line-ends", "whitespace", "no-url-encoding"])
+    # the tag scan's traps: an entry whose fields come in another order, an empty element, a comment holding
+    # tags, a key in CDATA holding a '<'
+    lambda body: _swap_last(body, rb"(<ETag>[^<]*</ETag>)(<Size>[^<]*</Size>)"),
+    lambda body: _last(body, b"<DisplayName>tester</DisplayName>", b"<DisplayName/>"),
+    lambda body: body.replace(b"</Version>", b"</Version><!-- <Version><Key>x</Key> -->", 1),
+    lambda body: body.replace(b"<Key>t%2Fstraddle</Key>", b"<Key><![CDATA[t/a<b>]]></Key>"),
+], ids=["one-entry-differs", "line-ends", "whitespace", "no-url-encoding", "fields-reordered", "empty-element",
+        "comment", "cdata"])
 def test_parser_matches_botocore_on_unusual_pages(change):
     body = change(_ceph_page())
     versions, markers, _ = botocore_entries(body)
     assert versions and markers
     assert our_entries(parse_list_versions(body)) == (versions, markers)
+    scanned = _parse_tags(body)  # reads the page right, or leaves it to the regular expression
+    assert scanned is None or our_entries(scanned) == (versions, markers)
+
+
+def _swap_last(body: bytes, pattern: bytes) -> bytes:
+    """The last match of ``pattern``'s two groups, swapped."""
+    match = list(re.finditer(pattern, body))[-1]
+    return body[:match.start()] + match.group(2) + match.group(1) + body[match.end():]
+
+
+def _last(body: bytes, old: bytes, new: bytes) -> bytes:
+    head, sep, tail = body.rpartition(old)
+    assert sep
+    return head + new + tail
 
 
 def test_a_page_cut_short_is_not_read_as_fewer_entries():
