@@ -2,13 +2,14 @@
 
 First, in numpy arrays (no Python work per entry): every '<' of the entries is a tag; each entry's tags are
 checked whole against its kind's first entry, and the fields' text is cut out between their tags
-(:func:`_parse_tags`, about 1 µs of client CPU per entry). Otherwise a page's entries are matched by one regular expression built from its first ``<Version>`` and first
-``<DeleteMarker>`` (servers write every entry of a kind alike), the fields captured as bytes and turned into
-Arrow columns with a handful of Arrow calls per page; a page whose entries are not all alike is scanned one
-field at a time, and anything else (CDATA, a body cut short) goes to ElementTree. Values follow botocore's
-rules: XML text as ElementTree gives it (entities resolved, line ends normalised), keys URL-decoded
-(``unquote_plus``) when the response says ``EncodingType=url``, ETags without their quotes, a missing VersionId
-as ``null``. The tests compare every path with botocore's own parse of pages captured from moto and Ceph.
+(:func:`_parse_tags`, about 1 µs of client CPU per entry). Otherwise a page's entries are matched by one
+regular expression built from its first ``<Version>`` and first ``<DeleteMarker>`` (servers write every entry
+of a kind alike), the fields captured as bytes and turned into Arrow columns with a handful of Arrow calls per
+page; a page whose entries are not all alike is scanned one field at a time, and anything else (CDATA, a body
+cut short) goes to ElementTree. Values follow botocore's rules: XML text as ElementTree gives it (entities
+resolved, line ends normalised), keys URL-decoded (``unquote_plus``) when the response says
+``EncodingType=url``, ETags without their quotes, a missing VersionId as ``null``. The tests compare every path
+with botocore's own parse of pages captured from moto and Ceph.
 """
 
 from __future__ import annotations

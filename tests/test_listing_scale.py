@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.listing import iter_object_versions, list_entries, table_entries
-from airflow_fuse.listing_ranges import between
+from airflow_fuse.listing_ranges import _guesses, between, middle
 from airflow_fuse.listing_xml import _parse_by_field, _parse_tags, _parse_template, _parse_tree, parse_list_versions
 from tests.helpers import all_versions
 
@@ -126,6 +126,24 @@ def test_between_is_strictly_between(low, high):
     middle = between(low, high)
     if middle is not None:
         assert low < middle < high
+
+
+@given(st.text(min_size=0, max_size=12), st.text(min_size=1, max_size=12), st.text(max_size=16))
+def test_middle_is_strictly_between(low, high, alphabet):
+    if not low < high:
+        low, high = high, low
+    if low == high:
+        return
+    cut = middle(low, high, "".join(sorted(set(alphabet))))
+    if cut is not None:
+        assert low < cut < high
+
+
+def test_the_first_cut_spreads_over_the_folder_of_hex_names():
+    """One page of Fuse's block names, from the start of _b/: 32 guesses cutting the rest of _b/ into equal
+    parts (by the names' first two hex digits), not the code points between the characters."""
+    keys = [f"t/_b/{i * 16**28:032x}_v2.parquet" for i in range(20)]
+    assert _guesses(keys, "t/", 32) == ["t/_b/01"] + [f"t/_b/{i:02x}" for i in range(8, 256, 8)]
 
 
 def test_between_halves_hex_names():
