@@ -307,9 +307,8 @@ def _assemble(body: bytes, is_marker: pa.BooleanArray, columns: dict[bytes, Any]
 
 # the tag scan -------------------------------------------------------------------------------------------
 
-# Tags are compared whole, as three 8-byte words: a page with a longer tag goes to the regular expression.
-_WORDS = 3
-_TAG_BYTES = 8 * _WORDS
+# Tags are compared whole, as up to three 8-byte words: a page with a longer tag goes to the regular expression.
+_MAX_WORDS = 3
 
 
 def _tags(kind: bytes, layout: Any) -> list[bytes]:
@@ -321,14 +320,14 @@ def _tags(kind: bytes, layout: Any) -> list[bytes]:
     return out
 
 
-def _words(tags: list[bytes]) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Tags as words (zero-padded: word k of every tag, in one array per k) and the masks that keep a tag's
-    own bytes."""
-    if any(len(tag) > _TAG_BYTES for tag in tags):
-        return None
-    expected = np.frombuffer(b"".join(tag.ljust(_TAG_BYTES, b"\0") for tag in tags), np.uint64)
-    mask = np.frombuffer(b"".join((b"\xff" * len(tag)).ljust(_TAG_BYTES, b"\0") for tag in tags), np.uint64)
-    return [(expected[k::_WORDS], mask[k::_WORDS]) for k in range(_WORDS)]
+@functools.lru_cache(maxsize=64)
+def _words(tags: tuple[bytes, ...], words: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Tags as ``words`` 8-byte words (zero-padded: word k of every tag, in one array per k) and the masks that
+    keep a tag's own bytes."""
+    size = 8 * words
+    expected = np.frombuffer(b"".join(tag.ljust(size, b"\0") for tag in tags), np.uint64)
+    mask = np.frombuffer(b"".join((b"\xff" * len(tag)).ljust(size, b"\0") for tag in tags), np.uint64)
+    return [(expected[k::words], mask[k::words]) for k in range(words)]
 
 
 def _spans(buffer: pa.Buffer, start: np.ndarray, end: np.ndarray) -> pa.Array:
@@ -370,17 +369,17 @@ def _parse_tags(body: bytes) -> Page | None:
             return None
         kinds.append((kind, _tags(kind, layout)))
         first, last = min(first, start), max(last, body.rfind(b"</" + kind + b">") + len(kind) + 3)
-    # The root's closing tag follows the last entry: every tag's words lie inside the body.
-    if not kinds or len(body) - last < len(_ROOT) + 3 or _TAG_BYTES > len(_ROOT) + 3 + len(b"</Version>"):
+    if not kinds:
         return None
-    tables = [_words(tags) for _, tags in kinds]
-    if any(table is None for table in tables):
+    n_words = -(-max(len(tag) for _, tags in kinds for tag in tags) // 8)
+    if n_words > _MAX_WORDS or len(body) - last < 8 * n_words:  # every tag's words inside the body
         return None
+    tables = [_words(tuple(tags), n_words) for _, tags in kinds]
     data = np.frombuffer(body, np.uint8)
     at = np.flatnonzero(data[first:last] == ord("<"))
     at += first
     unaligned = np.ndarray((len(body) - 7,), np.uint64, buffer=body, strides=(1,))  # the 8 bytes from each byte
-    words = [unaligned[at + 8 * k] for k in range(_WORDS)]
+    words = [unaligned[at + 8 * k] for k in range(n_words)]
     # Entries start at their kind's opening tag (candidates: its first 8 bytes and the 9th; checked whole below).
     openings = []
     for (kind, _), table in zip(kinds, tables, strict=True):
@@ -400,7 +399,7 @@ def _parse_tags(body: bytes) -> Page | None:
     entry_of = np.repeat(np.arange(len(starts)), counts)
     row = np.arange(len(at))
     row += (base - starts)[entry_of]
-    for k in range(_WORDS):
+    for k in range(n_words):
         expected = np.concatenate([table[k][0] for table in tables])
         mask = np.concatenate([table[k][1] for table in tables])
         if np.any((words[k] ^ expected[row]) & mask[row]):
