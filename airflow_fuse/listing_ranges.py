@@ -7,10 +7,11 @@ entries, however many pages they straddle, belong to one range, and the ranges c
 exactly the entries of a sequential walk.
 
 Where to cut: a probe (``KeyMarker=<guess>``, ``MaxKeys=1``) returns an existing key at or after the guess,
-which becomes a boundary. Guesses come from the first page's keys: at each depth from the prefix down to where
-they stop sharing characters, the next characters of the alphabet their names use (hex names under Fuse's
-``_b/`` give ``_b/1`` ... ``_b/f``, and the sibling folders show up from the shallower depths). When a worker
-would be idle, a running range is cut again halfway (in key space) between where it is and where it ends.
+which becomes a boundary. The first guesses come from the first pages' keys, spread evenly over the names of the
+folder they end in: two characters of the alphabet the names vary in (hex names under Fuse's ``_b/`` give
+``_b/08``, ``_b/10`` ... ``_b/f8``: ranges of one size). When a worker would be idle, a running range is cut
+again halfway between where it is and where it ends, counted in the names' alphabet (:func:`middle`); that is
+also how sibling folders past the first one are cut.
 
 Servers differ on ``KeyMarker`` alone: AWS lists keys after it, and moto (5.x) also lists the marker key and
 drops the first entry at or after it. So the first page of a range drops entries of keys ≤ ``after``
