@@ -428,7 +428,7 @@ def _parse_fast(body: bytes) -> Page | None:
         if page is not None or b"<![CDATA[" in body:
             return page
         return _parse_by_field(body)
-    except (ValueError, pa.ArrowInvalid):
+    except (ValueError, IndexError, pa.ArrowInvalid):  # anything unexpected: ElementTree reads the page
         return None
 
 
