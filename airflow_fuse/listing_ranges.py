@@ -7,10 +7,11 @@ entries, however many pages they straddle, belong to one range, and the ranges c
 exactly the entries of a sequential walk.
 
 Where to cut: a probe (``KeyMarker=<guess>``, ``MaxKeys=1``) returns an existing key at or after the guess,
-which becomes a boundary. Guesses come from the first page's keys: at each depth from the prefix down to where
-they stop sharing characters, the next characters of the alphabet their names use (hex names under Fuse's
-``_b/`` give ``_b/1`` ... ``_b/f``, and the sibling folders show up from the shallower depths). When a worker
-would be idle, a running range is cut again halfway (in key space) between where it is and where it ends.
+which becomes a boundary. The first guesses come from the first pages' keys, spread evenly over the names of the
+folder they end in: two characters of the alphabet the names vary in (hex names under Fuse's ``_b/`` give
+``_b/08``, ``_b/10`` ... ``_b/f8``: ranges of one size). When a worker would be idle, a running range is cut
+again halfway between where it is and where it ends, counted in the names' alphabet (:func:`middle`); that is
+also how sibling folders past the first one are cut.
 
 Servers differ on ``KeyMarker`` alone: AWS lists keys after it, and moto (5.x) also lists the marker key and
 drops the first entry at or after it. So the first page of a range drops entries of keys ≤ ``after``
@@ -36,9 +37,8 @@ import pyarrow.compute as pc
 from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, fetch_page, list_page, page_of
 
 SEQUENTIAL_PAGES = 8  # pages listed one after another before the key space is cut into ranges
-# Guesses probed at once on the first cut (a multiple of the concurrency), and the deepest level tried.
+# Guesses probed at once on the first cut (a multiple of the concurrency).
 _GUESSES_PER_WORKER = 2
-_MAX_DEPTH = 8
 # Characters a guess may end with when nothing better is known: printable ASCII.
 _LOW, _HIGH = 0x20, 0x7F
 
@@ -86,21 +86,55 @@ def between(low: str, high: str) -> str | None:
     return None if tail is None else low[: i + 1] + tail
 
 
-def _guesses(keys: list[str], prefix: str, limit: int) -> list[str]:
-    """Guesses after the last of ``keys`` (one page's, ascending): at each depth, the next characters of the
-    alphabet the names use; shallow depths (the widest cuts) first."""
-    last = keys[-1]
-    alphabet = sorted({c for key in keys for c in key[len(prefix):] if ord(c) >= _LOW})
+def _shared(keys: list[str], prefix: str) -> int:
+    """How many characters one page's keys (ascending) all begin with (at least the prefix's)."""
     shared = len(prefix)
-    first = keys[0]
+    first, last = keys[0], keys[-1]
     while shared < min(len(first), len(last)) and first[shared] == last[shared]:
         shared += 1
-    out: list[str] = []
-    for depth in range(len(prefix), min(shared + 1, len(last), len(prefix) + _MAX_DEPTH)):
-        out.extend(last[:depth] + c for c in alphabet if c > last[depth])
-        if len(out) >= limit:
-            break
-    return sorted(set(out))[:limit] if len(out) > limit else sorted(set(out))
+    return shared
+
+
+def _guesses(keys: list[str], prefix: str, limit: int) -> list[str]:
+    """Guesses after the last of ``keys`` (one page's, ascending), spread evenly over the names of the folder
+    the page ends in: two characters of the alphabet the names use, after the folder (hex names under Fuse's
+    ``_b/`` give ``_b/08``, ``_b/10``, ... ``_b/f8`` for 32 guesses). What lies past the folder (sibling
+    folders) is cut later, while the ranges are listed."""
+    last = keys[-1]
+    shared = _shared(keys, prefix)
+    folder = last[: max(len(prefix), last.rfind("/", 0, shared) + 1)]
+    alphabet = name_alphabet(keys, prefix)
+    if len(alphabet) < 2:
+        alphabet = "".join(sorted({c for key in keys for c in key[len(prefix):] if ord(c) >= _LOW}))
+    grid = [g for g in (folder + a + b for a in alphabet for b in alphabet) if g > last]
+    if len(grid) <= limit:
+        return grid
+    return sorted({grid[(i * len(grid)) // limit] for i in range(limit)})
+
+
+def name_alphabet(keys: list[str], prefix: str) -> str:
+    """The characters names vary in: those of the first few positions where one page's keys (ascending) part."""
+    shared = _shared(keys, prefix)
+    return "".join(sorted({c for key in keys for c in key[shared:shared + 4] if ord(c) >= _LOW}))
+
+
+def middle(low: str, high: str, alphabet: str) -> str | None:
+    """A string strictly between ``low`` and ``high``, halfway among the names spelt with ``alphabet`` (hex names
+    are cut at hex digits, not at the code points between them); :func:`between` when that does not apply."""
+    if not low < high:
+        return None
+    i = 0
+    while i < len(low) and low[i] == high[i]:
+        i += 1
+    if len(alphabet) >= 2 and i < len(low):
+        inside = [c for c in alphabet if low[i] < c < high[i]]
+        if inside:
+            return high[:i] + inside[len(inside) // 2]
+        if i + 1 < len(low):  # adjacent characters: keep low's and cut above the rest of it
+            above = [c for c in alphabet if c > low[i + 1]]
+            if above:
+                return low[: i + 1] + above[len(above) // 2]
+    return between(low, high)
 
 
 def in_range(table: pa.Table, after: str | None, end: str | None) -> tuple[pa.Table, bool]:
@@ -130,6 +164,7 @@ class _Lister:
         self.ranges: list[_Range] = []
         self.probes = 0
         self.pages = 0
+        self.alphabet = ""
 
     # requests (worker threads) ------------------------------------------------------------------------
     def _fetch(self, markers: tuple[str, str | None] | None) -> bytes | dict:
@@ -197,7 +232,7 @@ class _Lister:
         if low is None:
             return None
         high = r.hint or r.end or (self.prefix + chr(_HIGH))
-        return between(low, high)
+        return middle(low, high, self.alphabet)
 
     # the walk ---------------------------------------------------------------------------------------
     def run(self) -> tuple[list[Chunk], set[str], int]:
@@ -224,6 +259,7 @@ class _Lister:
 
     def _first_cut(self, pool: futures.ThreadPoolExecutor, whole: _Range, first: Page) -> None:
         keys = sorted(pc.unique(first.entries.column("key")).to_pylist())  # moto: versions, then markers
+        self.alphabet = name_alphabet(keys, self.prefix)
         guesses = _guesses(keys, self.prefix, self.concurrency * _GUESSES_PER_WORKER)
         found = {k for k in pool.map(self._probe, guesses) if k is not None}
         for key in sorted(found, reverse=True):  # from the top: each cut takes the upper part of the first range

@@ -1,6 +1,7 @@
 """Listing at scale: a synthetic versioned prefix of N entries, listed by the old and the new code, side by side.
 
     python -m bench.listing_scale [--entries 1000000] [--latency-ms 20] [--modes old,seq,par] [--concurrency 16]
+                                  [--code ../other-checkout]
 
 No real S3: a small HTTP server (its own process, so its CPU is not the client's) answers ListObjectVersions
 with real XML pages, rendered on the fly from a key space of N/2 keys named like Fuse blocks
@@ -152,8 +153,13 @@ def serve(entries: int, latency: float, port_file: str) -> None:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        # The listen backlog: with the default (5), a burst of new connections (the ranges' first requests)
+        # overflows it and a client waits a second to retry its SYN.
+        request_queue_size = 256
+
+    server = Server(("127.0.0.1", 0), Handler)
     Path(port_file).write_text(str(server.server_address[1]))
     server.serve_forever()
 
@@ -183,8 +189,8 @@ def _old_modules() -> object:
     return fuse_old.inventory
 
 
-def client_run(mode: str, endpoint: str, concurrency: int) -> dict:
-    sys.path.insert(0, str(ROOT))
+def client_run(mode: str, endpoint: str, concurrency: int, code: str | None = None) -> dict:
+    sys.path.insert(0, code or str(ROOT))
     from botocore.config import Config
 
     from airflow_fuse.s3 import make_session
@@ -231,6 +237,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--modes", default="old,seq,par")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--code", action="append", default=[],
+                        help="also list with the airflow_fuse package of this checkout (e.g. main's), against the "
+                             "same server; repeatable")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port-file", help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
@@ -240,7 +249,7 @@ def main() -> None:
         serve(args.entries, args.latency_ms / 1000, args.port_file)
         return
     if args.client:
-        print(json.dumps(client_run(args.client, args.endpoint, args.concurrency)))
+        print(json.dumps(client_run(args.client, args.endpoint, args.concurrency, args.code[0] if args.code else None)))
         return
 
     port_file = tempfile.mktemp(prefix="listing-bench-port-")
@@ -255,30 +264,45 @@ def main() -> None:
         print(f"{args.entries:,} entries ({args.entries // 2:,} keys, each one version under one delete marker), "
               f"{args.latency_ms:g} ms added per request, concurrency {args.concurrency}, {os.cpu_count()} cores")
         results = []
-        for mode in args.modes.split(","):
-            out = subprocess.run([sys.executable, "-m", "bench.listing_scale", "--client", mode, "--endpoint", endpoint,
-                                  "--concurrency", str(args.concurrency)], cwd=ROOT, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(f"{mode}: failed\n{out.stderr[-3000:]}")
-                continue
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            _print(results)
+        for code in [None, *args.code]:
+            for mode in args.modes.split(","):
+                server_cpu0 = _process_cpu(server.pid)
+                out = subprocess.run([sys.executable, "-m", "bench.listing_scale", "--client", mode, "--endpoint",
+                                      endpoint, "--concurrency", str(args.concurrency),
+                                      *(["--code", str(Path(code).resolve())] if code else [])],
+                                     cwd=ROOT, capture_output=True, text=True)
+                if out.returncode != 0:
+                    print(f"{mode}: failed\n{out.stderr[-3000:]}")
+                    continue
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]) | {
+                    "server_cpu": _process_cpu(server.pid) - server_cpu0, "code": code or "."})
+                _print(results)
     finally:
         server.terminate()
         server.wait()
         threading.Thread(target=lambda: os.path.exists(port_file) and os.unlink(port_file)).start()
 
 
+def _process_cpu(pid: int) -> float:
+    """A process's CPU seconds so far (user + system, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _print(results: list[dict]) -> None:
     header = (f"{'mode':<5} {'entries':>9} {'pages':>6} {'list s':>7} {'list cpu':>8} {'entries/cpu-s':>13} "
-              f"{'walk cpu':>8} {'RSS B/entry':>11} {'vs old':>7}")
+              f"{'server cpu':>10} {'walk cpu':>8} {'RSS B/entry':>11} {'vs old':>7} {'vs seq':>7}  code")
     print(header)
     base = next((r["list_wall"] for r in results if r["mode"] == "old"), None)
+    seqs = {r["code"]: r["list_wall"] for r in results if r["mode"] == "seq"}
     for r in results:
         speed = r["entries"] / r["list_cpu"] if r["list_cpu"] else float("inf")
         ratio = f"{base / r['list_wall']:.1f}x" if base else "-"
+        seq = seqs.get(r["code"])
+        vs_seq = f"{seq / r['list_wall']:.1f}x" if seq else "-"
         print(f"{r['mode']:<5} {r['entries']:>9,} {r['pages']:>6} {r['list_wall']:>7.2f} {r['list_cpu']:>8.2f} "
-              f"{speed:>13,.0f} {r['walk_cpu']:>8.2f} {r['rss_per_entry']:>11.0f} {ratio:>7}")
+              f"{speed:>13,.0f} {r['server_cpu']:>10.2f} {r['walk_cpu']:>8.2f} {r['rss_per_entry']:>11.0f} {ratio:>7} "
+              f"{vs_seq:>7}  {r['code']}")
     sys.stdout.flush()
 
 

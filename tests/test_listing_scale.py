@@ -8,6 +8,7 @@ bytes. The listing tests run against the real servers (moto's and Ceph's own mar
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import botocore.session
@@ -19,8 +20,8 @@ from hypothesis import strategies as st
 
 from airflow_fuse.inventory import Inventory
 from airflow_fuse.listing import iter_object_versions, list_entries, table_entries
-from airflow_fuse.listing_ranges import between
-from airflow_fuse.listing_xml import _parse_by_field, _parse_tree, parse_list_versions
+from airflow_fuse.listing_ranges import _guesses, between, middle
+from airflow_fuse.listing_xml import _parse_by_field, _parse_tags, _parse_template, _parse_tree, parse_list_versions
 from tests.helpers import all_versions
 
 SAMPLES = sorted((Path(__file__).parent / "fixtures" / "listing").glob("*.xml"))
@@ -50,8 +51,8 @@ def test_samples_from_both_servers_are_there():
     assert names == {"moto", "ceph"} and len(SAMPLES) >= 10
 
 
-@pytest.mark.parametrize("parse", [parse_list_versions, _parse_by_field, _parse_tree],
-                         ids=["template", "by-field", "elementtree"])
+@pytest.mark.parametrize("parse", [parse_list_versions, _parse_tags, _parse_template, _parse_by_field, _parse_tree],
+                         ids=["first-that-reads", "tags", "template", "by-field", "elementtree"])
 @pytest.mark.parametrize("sample", SAMPLES, ids=[path.name for path in SAMPLES])
 def test_parser_reads_captured_pages_as_botocore_does(sample, parse):
     body = sample.read_bytes()
@@ -80,12 +81,33 @@ def _ceph_page() -> bytes:
     # a key made of characters XML must escape, not URL-encoded (no EncodingType in the response)
     lambda body: body.replace(b"<EncodingType>url</EncodingType>", b"").replace(
         b"<Key>t%2Fstraddle</Key>", b"<Key>t/a&amp;b&lt;c&gt;&quot;&apos; d+e%41</Key>"),
-], ids=["one-entry-differs", "line-ends", "whitespace", "no-url-encoding"])
+    # the tag scan's traps: an entry whose fields come in another order, an empty element, a comment holding
+    # tags, a key in CDATA holding a '<'
+    lambda body: _swap_last(body, rb"(<ETag>[^<]*</ETag>)(<Size>[^<]*</Size>)"),
+    lambda body: _last(body, b"<DisplayName>tester</DisplayName>", b"<DisplayName/>"),
+    lambda body: body.replace(b"</Version>", b"</Version><!-- <Version><Key>x</Key> -->", 1),
+    lambda body: body.replace(b"<Key>t%2Fstraddle</Key>", b"<Key><![CDATA[t/a<b>]]></Key>"),
+], ids=["one-entry-differs", "line-ends", "whitespace", "no-url-encoding", "fields-reordered", "empty-element",
+        "comment", "cdata"])
 def test_parser_matches_botocore_on_unusual_pages(change):
     body = change(_ceph_page())
     versions, markers, _ = botocore_entries(body)
     assert versions and markers
     assert our_entries(parse_list_versions(body)) == (versions, markers)
+    scanned = _parse_tags(body)  # reads the page right, or leaves it to the regular expression
+    assert scanned is None or our_entries(scanned) == (versions, markers)
+
+
+def _swap_last(body: bytes, pattern: bytes) -> bytes:
+    """The last match of ``pattern``'s two groups, swapped."""
+    match = list(re.finditer(pattern, body))[-1]
+    return body[:match.start()] + match.group(2) + match.group(1) + body[match.end():]
+
+
+def _last(body: bytes, old: bytes, new: bytes) -> bytes:
+    head, sep, tail = body.rpartition(old)
+    assert sep
+    return head + new + tail
 
 
 def test_a_page_cut_short_is_not_read_as_fewer_entries():
@@ -104,6 +126,24 @@ def test_between_is_strictly_between(low, high):
     middle = between(low, high)
     if middle is not None:
         assert low < middle < high
+
+
+@given(st.text(min_size=0, max_size=12), st.text(min_size=1, max_size=12), st.text(max_size=16))
+def test_middle_is_strictly_between(low, high, alphabet):
+    if not low < high:
+        low, high = high, low
+    if low == high:
+        return
+    cut = middle(low, high, "".join(sorted(set(alphabet))))
+    if cut is not None:
+        assert low < cut < high
+
+
+def test_the_first_cut_spreads_over_the_folder_of_hex_names():
+    """One page of Fuse's block names, from the start of _b/: 32 guesses cutting the rest of _b/ into equal
+    parts (by the names' first two hex digits), not the code points between the characters."""
+    keys = [f"t/_b/{i * 16**28:032x}_v2.parquet" for i in range(20)]
+    assert _guesses(keys, "t/", 32) == ["t/_b/01"] + [f"t/_b/{i:02x}" for i in range(8, 256, 8)]
 
 
 def test_between_halves_hex_names():
