@@ -176,7 +176,7 @@ def _histories(keys: pa.Array | pa.ChunkedArray, starts: pa.Array, entries: pa.T
     return out
 
 
-def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 16_384,
+def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 4096,
                  release: bool = False) -> Iterator[DeletedPlan]:
     """The deleted keys' rows, a batch of keys at a time, in key order (a batch's temporary columns are a few
     megabytes: the plan's own columns are what memory holds once it is made). With ``release``, the inventory's

@@ -411,7 +411,7 @@ PLAN_SCHEMA = pa.schema(
      ("last_modified", pa.string()),
      ("delete_markers", pa.list_(pa.string())), ("expected_size", pa.int64()), ("row_count", pa.int64())])
 assert tuple(PLAN_SCHEMA.names) == ITEM_FIELDS
-_ROW_BATCH = 8192  # rows made into objects (or hashed) at a time
+_ROW_BATCH = 1024  # rows made into objects (or hashed) at a time
 _PART = 65_536  # rows of items made into compact columns at a time
 
 
