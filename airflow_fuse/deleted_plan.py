@@ -17,15 +17,16 @@ window come back as ``skipped`` rows.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_fuse.inventory import Inventory
+from airflow_fuse.inventory import Inventory, KeyHistory
+from airflow_fuse.listing import VersionEntry, entry_rows
 from airflow_fuse.plan import ONLY_MARKERS_LEFT, PLAN_SCHEMA
-from airflow_fuse.plan_columns import DELETED_AT, SMALL_TEXT, TEXT, iso_times
+from airflow_fuse.plan_columns import CURRENT, DELETED_AT, SMALL_TEXT, TEXT, iso_times
 
 __all__ = ["DeletedKeys", "DeletedPlan", "iso_times", "plan_batch", "plan_deleted"]
 
@@ -46,6 +47,7 @@ class DeletedPlan:
     needed: pa.Table  # rows of the needed keys, key order; with "_index", the key's index in the inventory
     slow: list[int]  # inventory indices of needed keys whose history needs the per-key decision
     skipped: pa.Table  # rows of the keys deleted outside the window (skipped)
+    histories: list[KeyHistory] = field(default_factory=list)  # of the ``slow`` keys, in their order
 
 
 def _per_key(cumulative: pa.Array, starts: pa.Array) -> pa.Array:
@@ -119,7 +121,8 @@ def plan_batch(keys: pa.Array, starts: pa.Array, entries: pa.Table, window: Dele
     # Compact columns (airflow_fuse.plan_columns): the texts a few codes, the times timestamps, the reason of a
     # key that comes back "deleted at" its current time.
     table = pa.table({
-        "key": keys.take(rows),
+        # Every key of the batch: the listing's own key column (no copy).
+        "key": keys if n == n_keys else keys.take(rows),
         "status": codes(which, ["restore", "unrecoverable"], SMALL_TEXT),
         "kind": codes(pa.repeat(pa.scalar(0, pa.int8()), n), ["object"], SMALL_TEXT),
         "action": codes(which, ["undelete", ""], SMALL_TEXT),
@@ -127,7 +130,9 @@ def plan_batch(keys: pa.Array, starts: pa.Array, entries: pa.Table, window: Dele
         "size": wanted_column("size", 0),
         "etag": wanted_column("etag", ""),
         "reason": codes(which, [DELETED_AT, ONLY_MARKERS_LEFT], TEXT),
-        "current_version_id": version_id.take(row_heads),
+        # A key that comes back: its current entry is its first marker (plan_columns.CURRENT: held once).
+        "current_version_id": version_id.take(pc.if_else(restore, pa.scalar(None, row_heads.type),
+                                                         row_heads)).cast(CURRENT),
         "current_is_delete_marker": pa.repeat(pa.scalar(True), n),
         "current_etag": entries.column("etag").take(row_heads),
         "current_size": entries.column("size").take(row_heads),
@@ -145,10 +150,12 @@ def plan_batch(keys: pa.Array, starts: pa.Array, entries: pa.Table, window: Dele
                        [first_index + i for i in slow.to_pylist()], _skipped(keys.take(skipped_rows), reasons))
 
 
-def _skipped(keys: pa.Array, reasons: pa.Array) -> pa.Table:
+def _skipped(keys: pa.Array | pa.ChunkedArray, reasons: pa.Array) -> pa.Table:
     """Rows of keys left alone: every other field empty, as ``PlanItem(key, "skipped", reason=...)`` has it."""
     if not len(keys):
         return PLAN_SCHEMA.empty_table()
+    if isinstance(keys, pa.ChunkedArray):
+        keys = keys.combine_chunks()
     given = {"key": keys, "status": "skipped", "kind": "object", "reason": reasons}
     empty = {pa.string(): "", pa.int64(): 0, pa.bool_(): False, pa.list_(pa.string()): []}
     columns = []
@@ -158,8 +165,27 @@ def _skipped(keys: pa.Array, reasons: pa.Array) -> pa.Table:
     return pa.table(columns, schema=PLAN_SCHEMA)
 
 
-def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 16_384) -> Iterator[DeletedPlan]:
+def _histories(keys: pa.Array | pa.ChunkedArray, starts: pa.Array, entries: pa.Table,
+               indices: list[int]) -> list[KeyHistory]:
+    """The histories of a batch's keys at these indices (in the batch), from the batch's own columns."""
+    out = []
+    for i in indices:
+        key, row, end = keys[i].as_py(), starts[i].as_py(), starts[i + 1].as_py()
+        out.append(KeyHistory(key, tuple(VersionEntry(key, *values)
+                                         for values in entry_rows(entries.slice(row, end - row)))))
+    return out
+
+
+def plan_deleted(inventory: Inventory, window: DeletedKeys, *, batch: int = 4096,
+                 release: bool = False) -> Iterator[DeletedPlan]:
     """The deleted keys' rows, a batch of keys at a time, in key order (a batch's temporary columns are a few
-    megabytes: the plan's own columns are what memory holds once it is made)."""
-    for first, keys, starts, entries in inventory.key_batches(batch):
-        yield plan_batch(keys, starts, entries, window, first)
+    megabytes: the plan's own columns are what memory holds once it is made). With ``release``, the inventory's
+    rows are given back as the batches go (``Inventory.release_batches``): a caller keeps nothing of a batch's
+    columns but the rows made of them."""
+    batches = inventory.release_batches(batch) if release else inventory.key_batches(batch)
+    for first, keys, starts, entries in batches:
+        part = plan_batch(keys, starts, entries, window, first)
+        if part.slow:
+            part.histories = _histories(keys, starts, entries, [i - first for i in part.slow])
+        yield part
+        del part, keys, starts, entries

@@ -168,7 +168,10 @@ def _scan(client: Any, table: str, options: ScanOptions | None = None, *, conn_i
     layout = _layout_for(table_format, options, times)
     reader = S3VersionReader(client, location.bucket, conn_id=conn_id)
     result = layout.needed(inventory, reader)
-    plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict())
+    # The listing's rows are given back as they are planned, unless every key's history is wanted afterwards (a
+    # copy of every key is re-checked on its history: strategy copy); the keys planned as copies keep theirs.
+    plan = build_plan(inventory, result, table_format=table_format, options=options.as_dict(),
+                      release=strategy != "copy")
     history_of = None if strategy is None else _scan_histories(plan, inventory, strategy)
     # The plan holds what it needs: the listing's columns are given back before the restore starts (unless a
     # copy's re-check holds them through history_of). A full gc pass costs in proportion to the whole process's

@@ -237,6 +237,10 @@ class Inventory:
         self._search = _SortedStrings(self._keys)
         self._rows: _Rows | None = None
         self._start_values = memoryview(self._starts.buffers()[1]).cast("q")[self._starts.offset:]
+        self._key_count = len(self._keys)
+        self._entry_count = self._entries.num_rows
+        # Once its rows are given back (``release_batches``): the histories still answered (None: all of them).
+        self._kept: dict[str, KeyHistory] | None = None
 
     # building -------------------------------------------------------------------------------------
     @classmethod
@@ -286,7 +290,7 @@ class Inventory:
         return Listing(self._keys, self._starts, self._entries).table()
 
     def __len__(self) -> int:
-        return self._entries.num_rows
+        return self._entry_count
 
     def keys(self) -> KeyList:
         """The distinct keys, ascending (a sequence read lazily from the columns)."""
@@ -311,6 +315,11 @@ class Inventory:
                 for i, key in enumerate(keys)]
 
     def history(self, key: str) -> KeyHistory | None:
+        if self._kept is not None:
+            if key not in self._kept:
+                raise LookupError(f"the listing's rows were given back after planning: the history of {key!r} "
+                                  "was not kept")
+            return self._kept[key]
         index = self._search.find(key)
         if index is None:
             return None
@@ -327,7 +336,13 @@ class Inventory:
 
     @property
     def key_count(self) -> int:
-        return len(self._keys)
+        return self._key_count
+
+    @property
+    def released(self) -> bool:
+        """Whether the rows were given back (``release_batches``): only the counts and the kept histories are
+        left."""
+        return self._kept is not None
 
     # vectorised questions -------------------------------------------------------------------------
     def current_entries(self) -> pa.Table:
@@ -336,16 +351,49 @@ class Inventory:
         current = self._entries.take(self._starts.slice(0, len(self._keys)))
         return current.add_column(0, SCHEMA.field("key"), self._keys)
 
-    def key_batches(self, size: int = 65_536) -> Iterator[tuple[int, pa.Array, pa.Int64Array, pa.Table]]:
+    def key_batches(self, size: int = 65_536) -> Iterator[tuple[int, pa.ChunkedArray, pa.Int64Array, pa.Table]]:
         """The listing ``size`` keys at a time, for computing on the columns in bounded memory: (index of the
-        first key, the keys, where each key's entries start in the batch's entries then their count, those
-        entries as one chunk)."""
+        first key, the keys (the listing's chunks), where each key's entries start in the batch's entries then their
+        count, those entries as one chunk)."""
         for first in range(0, len(self._keys), size):
             stop = min(first + size, len(self._keys))
             row, end = self._start_values[first], self._start_values[stop]
             starts = pc.subtract(self._starts.slice(first, stop - first + 1), pa.scalar(row, pa.int64()))
-            yield (first, self._keys.slice(first, stop - first).combine_chunks(), starts,
+            yield (first, self._keys.slice(first, stop - first), starts,
                    self._entries.slice(row, end - row).combine_chunks())
+
+    def release_batches(self, size: int = 65_536) -> Iterator[tuple[int, pa.ChunkedArray, pa.Int64Array, pa.Table]]:
+        """:meth:`key_batches` that gives the listing's memory back as it goes, for a caller that keeps nothing of a
+        batch once it asks for the next: the rows of the keys already walked are dropped (a page's columns go when
+        every key of the page is walked), so what the caller builds grows while the listing shrinks.
+
+        The inventory is spent from the first batch on: its counts, times and bucket stay; :meth:`history`
+        answers only the keys given to :meth:`keep` (and raises ``LookupError`` for any other)."""
+        keys, entries, starts = self._keys, self._entries, self._starts
+        # Nothing else may hold the columns: the search and row readers keep views of their buffers.
+        self._kept = {}
+        self._keys = pa.chunked_array([], pa.string())
+        self._entries = entries.slice(0, 0)
+        self._starts = pa.array([0], pa.int64())
+        self._search = _SortedStrings(self._keys)
+        self._rows = None
+        self._start_values = memoryview(self._starts.buffers()[1]).cast("q")
+        total = len(keys)
+        for first in range(0, total, size):
+            stop = min(first + size, total)
+            head = starts.slice(first, stop - first + 1)
+            row = head[0].as_py()
+            count = head[len(head) - 1].as_py() - row
+            yield (first, keys.slice(0, stop - first), pc.subtract(head, pa.scalar(row, pa.int64())),
+                   entries.slice(0, count).combine_chunks())
+            # Dropped before the next batch: ChunkedArray.slice keeps only the chunks it still covers.
+            keys, entries = keys.slice(stop - first), entries.slice(count)
+        del keys, entries, starts
+
+    def keep(self, history: KeyHistory) -> None:
+        """Keep one key's history past :meth:`release_batches` (a key planned as a copy: re-checked on it)."""
+        if self._kept is not None:
+            self._kept[history.key] = history
 
     def deleted(self) -> pa.Table:
         """The keys whose current entry is a delete marker (``key``, the marker's ``version_id`` and

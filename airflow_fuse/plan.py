@@ -411,7 +411,7 @@ PLAN_SCHEMA = pa.schema(
      ("last_modified", pa.string()),
      ("delete_markers", pa.list_(pa.string())), ("expected_size", pa.int64()), ("row_count", pa.int64())])
 assert tuple(PLAN_SCHEMA.names) == ITEM_FIELDS
-_ROW_BATCH = 8192  # rows made into objects (or hashed) at a time
+_ROW_BATCH = 1024  # rows made into objects (or hashed) at a time
 _PART = 65_536  # rows of items made into compact columns at a time
 
 
@@ -790,13 +790,15 @@ def _damage(obj: NeededObject, size: int) -> str:
 
 
 def build_plan(inventory: Inventory, layout_result: LayoutResult, *, table_format: str,
-               options: dict[str, Any] | None = None) -> Plan:
+               options: dict[str, Any] | None = None, release: bool = False) -> Plan:
     """The plan of every key the layout needs, then of the keys it skipped; held as Arrow columns (``PlanRows``).
 
     A layout that asks for the deleted keys (``LayoutResult.deleted``) has them planned on the inventory's columns
-    (``airflow_fuse.deleted_plan``), in key order, with no Python object per key."""
+    (``airflow_fuse.deleted_plan``), in key order, with no Python object per key; with ``release`` the inventory's
+    rows are given back as they are planned, so the plan grows while the listing shrinks (the inventory is spent
+    afterwards: ``Inventory.release_batches``; it answers ``history`` for the keys planned as copies only)."""
     if layout_result.deleted is not None:
-        rows = _deleted_rows(inventory, layout_result)
+        rows = _deleted_rows(inventory, layout_result, release)
     else:
         items: list[PlanItem] = []
         seen: set[str] = set()
@@ -826,9 +828,10 @@ def build_plan(inventory: Inventory, layout_result: LayoutResult, *, table_forma
     )
 
 
-def _deleted_rows(inventory: Inventory, layout_result: LayoutResult) -> PlanRows:
+def _deleted_rows(inventory: Inventory, layout_result: LayoutResult, release: bool) -> PlanRows:
     """The deleted keys' rows (computed on the columns; the odd histories by ``plan_object``) in key order, then
-    the rows of the deleted keys outside the window (skipped)."""
+    the rows of the deleted keys outside the window (skipped). With ``release``, the inventory's rows are given
+    back as they are planned (it keeps the histories of the keys planned as copies only)."""
     from airflow_fuse.deleted_plan import plan_deleted  # it builds on this module's schema
 
     if layout_result.needed or layout_result.skipped:
@@ -836,12 +839,14 @@ def _deleted_rows(inventory: Inventory, layout_result: LayoutResult) -> PlanRows
     assert layout_result.deleted is not None
     needed: list[pa.Table] = []
     skipped: list[pa.Table] = []
-    for part in plan_deleted(inventory, layout_result.deleted):
+    for part in plan_deleted(inventory, layout_result.deleted, release=release):
         rows = part.needed.drop_columns(["_index"])
         if part.slow:
-            keys = inventory.keys()
-            odd = PlanRows.from_items(plan_object(NeededObject(keys[i]), inventory.history(keys[i]))
-                                      for i in part.slow).table
+            items = [plan_object(NeededObject(history.key), history) for history in part.histories]
+            for item, history in zip(items, part.histories, strict=True):
+                if item.action == "copy":
+                    inventory.keep(history)  # a copy is re-checked on its history (engine: history_of)
+            odd = PlanRows.from_items(items).table
             index = pa.concat_arrays([part.needed.column("_index").combine_chunks(), pa.array(part.slow, pa.int64())])
             rows = plan_columns.joined([rows, odd], PLAN_SCHEMA).take(pc.sort_indices(index))
         needed.append(rows)

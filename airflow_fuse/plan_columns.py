@@ -10,6 +10,7 @@ the ``PlanItem`` objects do not change.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,6 +20,9 @@ SMALL_TEXT = pa.dictionary(pa.int8(), pa.string())  # status, kind, action
 TEXT = pa.dictionary(pa.int32(), pa.string())  # reason
 # The reason "deleted at <current_last_modified>", held as this code (never a reason's text: a NUL character).
 DELETED_AT = "\x00deleted at"
+# current_version_id when it is the key's first delete marker listed (a deleted key's marker on top, removed by an
+# undelete): held as binary, null for "the first of delete_markers" (the id is held once, in the markers).
+CURRENT = pa.binary()
 _SMALL = ("status", "kind", "action")
 _TIMES = ("current_last_modified", "last_modified")
 _OPTIONAL = ("expected_size", "row_count")
@@ -35,6 +39,32 @@ def iso_times(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return pc.binary_join_element_wise(base, fractions, "Z", "")
 
 
+def _first_markers(markers: pa.Array) -> pa.Array:
+    """Each row's first delete marker id, null for a row with none."""
+    if isinstance(markers, pa.ChunkedArray):
+        markers = markers.combine_chunks()
+    offsets = markers.offsets.slice(0, len(markers)).cast(pa.int64())
+    at = pc.if_else(pc.greater(pc.list_value_length(markers), 0), offsets, None)
+    return markers.values.take(at)
+
+
+def _current_coded(current: pa.Array | pa.ChunkedArray, markers: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``current_version_id`` held as ``CURRENT``: null where it is the row's first delete marker."""
+    if isinstance(current, pa.ChunkedArray):
+        current = current.combine_chunks()
+    same = pc.fill_null(pc.equal(current, _first_markers(markers)), False)
+    # A take with null indices (if_else would keep every value's bytes).
+    rows = pc.if_else(same, pa.scalar(None, pa.int64()), pa.array(np.arange(len(current), dtype=np.int64)))
+    return current.take(rows).cast(CURRENT)
+
+
+def _current_text(current: pa.Array | pa.ChunkedArray, markers: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """``current_version_id`` as text again (``_current_coded`` undone)."""
+    if isinstance(current, pa.ChunkedArray):
+        current = current.combine_chunks()
+    return pc.coalesce(current, _first_markers(markers).cast(CURRENT)).cast(pa.string())
+
+
 def _times_text(values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """ISO strings of timestamps, "" where there is none."""
     return pc.fill_null(iso_times(values), "")
@@ -49,6 +79,8 @@ def decoded(table: pa.Table, schema: pa.Schema) -> pa.Table:
         column = table.column(f.name)
         if column.type == f.type:
             columns[f.name] = column
+        elif f.name == "current_version_id" and column.type == CURRENT:
+            columns[f.name] = _current_text(column, table.column("delete_markers"))
         elif pa.types.is_timestamp(column.type):
             columns[f.name] = _times_text(column)
         else:
@@ -76,6 +108,7 @@ def encoded(table: pa.Table) -> pa.Table:
             continue  # not a time Arrow reads: kept as text
         if pc.all(pc.equal(_times_text(stamps), text)).as_py() is not False:
             columns[name] = stamps
+    columns["current_version_id"] = _current_coded(table.column("current_version_id"), table.column("delete_markers"))
     for name in _OPTIONAL:
         if columns[name].null_count == n:
             columns[name] = pa.nulls(n)
