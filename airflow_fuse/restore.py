@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_fuse.delete_request import write_delete_requests_fast
 from airflow_fuse.delete_result import read_delete_results_fast
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
@@ -700,6 +701,7 @@ class Restorer:
         self.check_before_copy = recheck == "per-key"
         multipart_keys = self._multipart_keys(work)
         read_delete_results_fast(self.client)  # DeleteObjects answers' Deleted and Errors, read in one pass
+        write_delete_requests_fast(self.client)  # and their request bodies written in one
         with guard_writes(self.client):
             self._abort_uploads(multipart_keys, "left by an earlier run that was killed")
             self._apply(work, recheck == "listing", result)
