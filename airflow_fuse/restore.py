@@ -322,6 +322,12 @@ class _MarkerRows:
                            self.sizes[keys:])
         return head, tail
 
+    def objects(self) -> list[dict[str, str]]:
+        """DeleteObjects' ``Objects``: each marker of each key."""
+        if len(self.markers) == len(self.keys):
+            return [{"Key": key, "VersionId": marker} for key, marker in zip(self.keys, self.markers, strict=True)]
+        return [{"Key": key, "VersionId": marker} for key, markers in self.pairs() for marker in markers]
+
     def pairs(self) -> Iterator[tuple[str, list[str]]]:
         """Each key with its markers."""
         if len(self.markers) == len(self.keys):  # one marker a key (the usual case)
@@ -1020,8 +1026,7 @@ class Restorer:
     def _undelete_rows(self, batch: _MarkerRows) -> _Removed:
         """``_undelete_batch`` for plain marker removals: the keys whose every marker's removal is confirmed are
         counted by their plan rows; ``PlanItem`` objects are made only for the others."""
-        objects = [{"Key": key, "VersionId": marker} for key, markers in batch.pairs() for marker in markers]
-        confirmed, errors_by_key, unsure = self._remove_markers(objects)
+        confirmed, errors_by_key, unsure = self._remove_markers(batch.objects())
         done = array("i")
         size = 0
         others: list[int] = []

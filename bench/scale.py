@@ -66,7 +66,10 @@ def child(endpoint: str, table: str, strategy: str) -> None:
     samples: list[tuple[int, int]] = []  # (keys done, RSS) during the restore: flat when it streams
 
     def progress(done: int, total: int, _: int) -> None:
-        if done == 1 or done == total or done % max(1, total // 16) == 0:
+        # Keys are reported a batch at a time (up to 1,000): a sample at the first report, each time a sixteenth of
+        # the keys is passed, and at the last.
+        step = max(1, total // 16)
+        if not samples or done == total or done // step > samples[-1][0] // step:
             samples.append((done, _rss_bytes()))
 
     report = amend(client, table=table, options=AmendOptions(strategy=strategy), on_page=on_page, progress=progress)
