@@ -37,7 +37,7 @@ _PLAIN_DELETED = ("<Deleted>(<Key>([^<]*)</Key>)?(<VersionId>([^<]*)</VersionId>
                   "(<DeleteMarkerVersionId>([^<]*)</DeleteMarkerVersionId>)?</Deleted>")
 _DELETED_ELEMENT = re.compile(_PLAIN_DELETED)
 _PLAIN_BODY = re.compile(  # XML whitespace only ([ \t\n]: \r is refused before)
-    '(?:<\\?xml version="1\\.0" encoding="UTF-8"\\?>)?[ \t\n]*'
+    '(?:<\\?xml version="1\\.0" encoding="(?i:utf-8)"\\?>)?[ \t\n]*'
     '<DeleteResult(?: xmlns="http://s3\\.amazonaws\\.com/doc/2006-03-01/")?>'
     "(?:[ \t\n]*" + _PLAIN_DELETED.replace("(<", "(?:<") + ")*[ \t\n]*</DeleteResult>[ \t\n]*")
 # Characters an XML parser refuses (control characters but tab and newline, U+FFFE, U+FFFF) or changes (\r, &).
