@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_fuse.delete_request import write_delete_requests_fast
 from airflow_fuse.delete_result import read_delete_results_fast
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import KeyHistory, iter_histories
@@ -106,6 +107,7 @@ _PLAIN: dict[int, tuple[Result, str, bool]] = {1: ("undeleted", "undelete", True
                                                3: ("would copy", "copy", False)}
 _PLAIN_CODES = {(result, action): code for code, (result, action, _) in _PLAIN.items()}
 _BATCH = 8192
+_FEED_ROWS = 8192  # plan rows read from the columns at a time for plain marker removals
 
 
 def _plain_detail(code: int, markers: int) -> str:
@@ -151,6 +153,13 @@ class Outcomes(Sequence[Outcome]):
             return
         self._codes.append(0)
         self._objects.append(outcome)
+
+    def add_plain(self, rows: Sequence[int], code: int) -> None:
+        """Keep plain outcomes of this code for these plan rows (each exactly what its row says), in bulk."""
+        assert self._plan is not None and code in _PLAIN
+        self._codes.extend(bytes((code,)) * len(rows))
+        self._rows.extend(rows)
+        self._plain_codes.extend(bytes((code,)) * len(rows))
 
     def objects(self) -> list[Outcome]:
         """The outcomes kept as objects: every one that is not plainly what the plan said (failed, changed since
@@ -280,6 +289,65 @@ class Step:
     note: str = ""
     checked: bool = False  # the key's current entry was re-checked by a listing just now
     seen: tuple[str, ...] = ()  # the version ids that listing showed (what a copy may land on top of)
+
+
+@dataclass(slots=True)
+class _MarkerRows:
+    """Plain marker removals taken straight from the plan's columns (no ``PlanItem`` per key): each key with its
+    delete markers (``counts[i]`` of ``markers``, in order), its plan row and its size."""
+
+    keys: list[str] = field(default_factory=list)
+    markers: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    def extend(self, other: _MarkerRows) -> None:
+        self.keys += other.keys
+        self.markers += other.markers
+        self.counts += other.counts
+        self.rows += other.rows
+        self.sizes += other.sizes
+
+    def cut(self, limit: int) -> tuple[_MarkerRows, _MarkerRows]:
+        """The first keys holding at most ``limit`` markers (at least one key), and the rest."""
+        keys = markers = 0
+        for count in self.counts:
+            if keys and markers + count > limit:
+                break
+            keys, markers = keys + 1, markers + count
+        head = _MarkerRows(self.keys[:keys], self.markers[:markers], self.counts[:keys], self.rows[:keys],
+                           self.sizes[:keys])
+        tail = _MarkerRows(self.keys[keys:], self.markers[markers:], self.counts[keys:], self.rows[keys:],
+                           self.sizes[keys:])
+        return head, tail
+
+    def objects(self) -> list[dict[str, str]]:
+        """DeleteObjects' ``Objects``: each marker of each key."""
+        if len(self.markers) == len(self.keys):
+            return [{"Key": key, "VersionId": marker} for key, marker in zip(self.keys, self.markers, strict=True)]
+        return [{"Key": key, "VersionId": marker} for key, markers in self.pairs() for marker in markers]
+
+    def pairs(self) -> Iterator[tuple[str, list[str]]]:
+        """Each key with its markers."""
+        if len(self.markers) == len(self.keys):  # one marker a key (the usual case)
+            for key, marker in zip(self.keys, self.markers, strict=True):
+                yield key, [marker]
+            return
+        at = 0
+        for key, count in zip(self.keys, self.counts, strict=True):
+            yield key, self.markers[at:at + count]
+            at += count
+
+
+@dataclass(slots=True)
+class _Removed:
+    """What a batch of ``_MarkerRows`` gives back: the plan rows undeleted exactly as planned (every marker's removal
+    confirmed), their bytes, and the outcomes (or copy steps) of the other keys."""
+
+    rows: array
+    size: int
+    others: list[Outcome | Step]
 
 
 ProgressCallback = Callable[[int, int, int], None]  # (keys done, keys total, bytes done)
@@ -700,6 +768,7 @@ class Restorer:
         self.check_before_copy = recheck == "per-key"
         multipart_keys = self._multipart_keys(work)
         read_delete_results_fast(self.client)  # DeleteObjects answers' Deleted and Errors, read in one pass
+        write_delete_requests_fast(self.client)  # and their request bodies written in one
         with guard_writes(self.client):
             self._abort_uploads(multipart_keys, "left by an earlier run that was killed")
             self._apply(work, recheck == "listing", result)
@@ -773,6 +842,39 @@ class Restorer:
             else:
                 yield item, None, False
 
+    def _feed(self, work: Sequence[PlanItem], relist: bool,
+              result: RestoreResult) -> Iterator[_MarkerRows | tuple[PlanItem, KeyHistory | None, bool]]:
+        """``_pairs``, but a plan held as columns and not re-checked by a fresh listing gives its plain marker
+        removals as ``_MarkerRows``, a chunk of rows at a time, without a ``PlanItem`` per key: rows to undelete
+        whose version ids are not ``null`` (those are listed key by key) and with at most ``DELETE_BATCH`` markers.
+        Exactly the rows ``decide`` would make ``Step("undelete", item, markers=item.delete_markers)`` of,
+        unchecked; every other row goes through ``_pairs``."""
+        if relist or not isinstance(work, PlanRows) or self.strategy == "copy":
+            yield from self._pairs(work, relist, result)
+            return
+        for start in range(0, len(work), _FEED_ROWS):
+            n = min(_FEED_ROWS, len(work) - start)
+            chunk = PlanRows(work.table.slice(start, n))
+            rows = work.rows.slice(start, n) if work.rows is not None else pa.array(range(start, start + n),
+                                                                                     pa.int64())
+            markers = chunk.column("delete_markers")
+            counts = pc.list_value_length(markers)
+            plain = pc.and_(pc.and_(pc.equal(chunk.column("action"), "undelete"),
+                                    pc.and_(pc.not_equal(chunk.column("version_id"), "null"),
+                                            pc.not_equal(chunk.column("current_version_id"), "null"))),
+                            pc.and_(pc.greater_equal(counts, 1), pc.less_equal(counts, DELETE_BATCH)))
+            plain = pc.fill_null(plain, False).combine_chunks()
+            if pc.any(pc.equal(pc.list_flatten(markers), "null")).as_py():
+                plain = pc.and_(plain, False)  # a null marker id in this chunk (rare): every row key by key
+            if pc.any(plain).as_py():
+                yield _MarkerRows(chunk.column("key").filter(plain).to_pylist(),
+                                  pc.list_flatten(markers.filter(plain)).to_pylist(),
+                                  counts.filter(plain).to_pylist(), rows.filter(plain).to_pylist(),
+                                  chunk.column("size").filter(plain).to_pylist())
+            others = pc.invert(plain)
+            if pc.any(others).as_py():
+                yield from self._pairs(PlanRows(chunk.table.filter(others), rows.filter(others)), False, result)
+
     def _apply(self, work: Sequence[PlanItem], relist: bool, result: RestoreResult) -> None:
         progress = _Progress(len(work), self.progress_callback)
         pipeline = _Pipeline(self.max_workers)
@@ -805,24 +907,37 @@ class Restorer:
                     segments.listed(value)
                     settle_next()
                     continue
-                if isinstance(value, list):
+                if isinstance(value, (list, _Removed)):
                     batches[0] -= 1
+                if isinstance(value, _Removed):
+                    result.outcomes.add_plain(value.rows, 1)
+                    progress.add(len(value.rows), value.size)
+                    value = value.others
                 for entry in value if isinstance(value, list) else [value]:
                     if isinstance(entry, Step):  # marker removal denied: copy instead
                         pipeline.submit(self._copy, entry)
                     else:
                         record(entry)
 
-        def submit_batch(steps: list[Step]) -> None:
+        def submit_batch(steps: list[Step] | _MarkerRows) -> None:
             while batches[0] >= 2 * self.max_workers:
                 harvest(block=True)
-            pipeline.submit(self._undelete_batch, steps)
+            pipeline.submit(self._undelete_rows if isinstance(steps, _MarkerRows) else self._undelete_batch, steps)
             batches[0] += 1
 
         batch: list[Step] = []
         batch_markers = 0
+        plain = _MarkerRows()  # plain marker removals waiting for a full request
         with pipeline:
-            for item, history, checked in self._pairs(work, relist, result):
+            for pair in self._feed(work, relist, result):
+                if isinstance(pair, _MarkerRows):
+                    plain.extend(pair)
+                    while len(plain.markers) >= DELETE_BATCH:
+                        full, plain = plain.cut(DELETE_BATCH)
+                        submit_batch(full)
+                    harvest(block=False)
+                    continue
+                item, history, checked = pair
                 step = decide(self.strategy, item, history, checked)
                 if step.kind == "record":
                     assert step.outcome is not None
@@ -841,6 +956,9 @@ class Restorer:
                 harvest(block=False)
             if batch:
                 submit_batch(batch)
+            while plain.keys:
+                full, plain = plain.cut(DELETE_BATCH)
+                submit_batch(full)
             while pipeline.outstanding:
                 harvest(block=True)
 
@@ -903,6 +1021,34 @@ class Restorer:
     # marker removal ---------------------------------------------------------------------------------
     def _undelete_batch(self, batch: list[Step]) -> list[Outcome | Step]:
         objects = [{"Key": step.item.key, "VersionId": marker} for step in batch for marker in step.markers]
+        return self._step_outcomes(batch, *self._remove_markers(objects))
+
+    def _undelete_rows(self, batch: _MarkerRows) -> _Removed:
+        """``_undelete_batch`` for plain marker removals: the keys whose every marker's removal is confirmed are
+        counted by their plan rows; ``PlanItem`` objects are made only for the others."""
+        confirmed, errors_by_key, unsure = self._remove_markers(batch.objects())
+        done = array("i")
+        size = 0
+        others: list[int] = []
+        for i, (key, markers) in enumerate(batch.pairs()):
+            if key in errors_by_key or key in unsure or any((key, marker) not in confirmed for marker in markers):
+                others.append(i)
+            else:
+                done.append(batch.rows[i])
+                size += batch.sizes[i]
+        if not others:
+            return _Removed(done, size, [])
+        plan = self.plan.items
+        assert isinstance(plan, PlanRows)  # the rows are this plan's
+        rows = pa.array([batch.rows[i] for i in others], pa.int64())
+        steps = [Step("undelete", item, markers=tuple(item.delete_markers))
+                 for item in PlanRows(plan.table.take(rows), rows)]
+        return _Removed(done, size, self._step_outcomes(steps, confirmed, errors_by_key, unsure))
+
+    def _remove_markers(self, objects: list[dict[str, str]]
+                        ) -> tuple[set[tuple[str, str]], dict[str, list[dict]], set[str]]:
+        """DeleteObjects of these (key, marker version id): the removals confirmed (or already gone), the errors by
+        key, and the keys of requests that got no answer."""
         confirmed: set[tuple[str, str]] = set()
         errors_by_key: dict[str, list[dict]] = {}
         unsure: set[str] = set()
@@ -925,6 +1071,11 @@ class Restorer:
                     confirmed.add((error.get("Key", ""), str(error.get("VersionId") or "null")))
                 else:
                     errors_by_key.setdefault(error.get("Key", ""), []).append(error)
+        return confirmed, errors_by_key, unsure
+
+    def _step_outcomes(self, batch: list[Step], confirmed: set[tuple[str, str]], errors_by_key: dict[str, list[dict]],
+                       unsure: set[str]) -> list[Outcome | Step]:
+        """Each step's outcome from what its DeleteObjects requests answered (``_remove_markers``)."""
         out: list[Outcome | Step] = []
         for step in batch:
             item = step.item

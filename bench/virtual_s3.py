@@ -62,6 +62,11 @@ def _h(*parts: int) -> int:
     return x
 
 
+def _text(value: str) -> str:
+    """XML text: ``escape`` only when there is something to escape (most keys and version ids have nothing)."""
+    return escape(value) if "&" in value or "<" in value or ">" in value else value
+
+
 def _upper(prefix: str) -> str | None:
     """The least string greater than every string starting with ``prefix`` (None: there is none)."""
     chars = list(prefix)
@@ -144,8 +149,27 @@ class VirtualTable:
         return f"{self.root}{_ODD_DIR}{i - self.parted:04d} +ñ.parquet"
 
     def index(self, key: str) -> int | None:
-        i = bisect.bisect_left(self.names, key)
-        return i if i < self.keys and self.name(i) == key else None
+        i = self._parsed_index(key)
+        if i is None:  # not a name of the table's forms: found by binary search (or not at all)
+            i = bisect.bisect_left(self.names, key)
+        return i if 0 <= i < self.keys and self.name(i) == key else None
+
+    def _parsed_index(self, key: str) -> int | None:
+        """The index ``name`` made ``key`` from, read back from the name (O(1); checked by the caller), or None."""
+        assert self.flat is not None
+        rest = key[len(self.root):] if key.startswith(self.root) else ""
+        try:
+            if rest.startswith("_b/") and len(rest) == 35:
+                return int(rest[3:], 16) // self._stride
+            if rest.startswith("part=") and rest.endswith(".parquet"):
+                part, _, file = rest[5:-8].partition("/f")
+                if int(file) < self.files_per_part:
+                    return self.flat + int(part) * self.files_per_part + int(file)
+            if rest.startswith(_ODD_DIR) and rest.endswith(" +ñ.parquet"):
+                return self.flat + self.parted + int(rest[len(_ODD_DIR):-len(" +ñ.parquet")])
+        except ValueError:
+            pass
+        return None
 
     def history(self, i: int) -> str:
         return self.heavy.get(i) or self.histories[i % len(self.histories)]
@@ -245,28 +269,40 @@ class Overlay:
 
     def delete(self, key: str, version_id: str | None) -> tuple[str, str | None, str]:
         """One DeleteObjects entry: ("deleted", marker?, version id) or ("error", code, message)."""
-        i = self.table.index(key)
+        return self.delete_many([(key, version_id)])[0]
+
+    def delete_many(self, objects: list[tuple[str, str | None]]) -> list[tuple[str, str | None, str]]:
+        """``delete`` of each (key, version id), under one hold of the lock."""
+        table = self.table
+        found = [(key, version_id, table.index(key)) for key, version_id in objects]
+        with self.lock:
+            return [self._delete(key, version_id, i) for key, version_id, i in found]
+
+    def _delete(self, key: str, version_id: str | None, i: int | None) -> tuple[str, str | None, str]:
         if i is None:
             return ("deleted", None, version_id or "")  # deleting what is not there succeeds, as on S3
-        with self.lock:
-            if not version_id:
-                self._clock += 1
-                vid = f"ff{self._clock:04x}{_h(i, self._clock, 9):026x}"
-                self.added.setdefault(i, []).append(
-                    Entry(key, vid, True, 0, "", datetime.now(timezone.utc)))
-                return ("deleted", "true", vid)
+        if not version_id:
+            self._clock += 1
+            vid = f"ff{self._clock:04x}{_h(i, self._clock, 9):026x}"
+            self.added.setdefault(i, []).append(
+                Entry(key, vid, True, 0, "", datetime.now(timezone.utc)))
+            return ("deleted", "true", vid)
+        n = self.table.ordinal(i, version_id)
+        if n is not None:  # a base entry: its kind is read from the key's history (no entry is made)
+            gone, is_marker = (i << 24 | n) in self.removed, self.table.history(i)[n] == "m"
+        else:  # an entry put on top (a copy, a new marker)
             entry = self.find(i, version_id)
-            if entry is None:
-                return ("deleted", None, version_id)
-            if not entry.is_marker:
-                self.violations.append(f"DeleteObjects asked to delete data version {version_id} of {key!r}")
-                return ("error", "AccessDenied", "the bench server refuses to delete a version holding data")
-            n = self.table.ordinal(i, version_id)
-            if n is not None:
-                self.removed.add(i << 24 | n)
-            else:
-                self.removed_added.setdefault(i, set()).add(version_id)
-            return ("deleted", "true", version_id)
+            gone, is_marker = entry is None, entry is not None and entry.is_marker
+        if gone:
+            return ("deleted", None, version_id)
+        if not is_marker:
+            self.violations.append(f"DeleteObjects asked to delete data version {version_id} of {key!r}")
+            return ("error", "AccessDenied", "the bench server refuses to delete a version holding data")
+        if n is not None:
+            self.removed.add(i << 24 | n)
+        else:
+            self.removed_added.setdefault(i, set()).add(version_id)
+        return ("deleted", "true", version_id)
 
     def copy(self, key: str, source_key: str, source_version: str | None) -> Entry | str:
         i, j = self.table.index(key), self.table.index(source_key)
@@ -639,20 +675,25 @@ class _Handler(BaseHTTPRequestHandler):
         except ElementTree.ParseError:
             self._error(400, "MalformedXML", "the DeleteObjects body is not XML")
             return
-        quiet = (root.findtext(f"{{{_NS}}}Quiet") or root.findtext("Quiet") or "").lower() == "true"
+        quiet = False
+        objects: list[tuple[str, str | None]] = []
+        for child in root:  # <Object> and <Quiet>, namespaced or not
+            name = child.tag.rpartition("}")[2]
+            if name == "Quiet":
+                quiet = (child.text or "").lower() == "true"
+            elif name == "Object":
+                fields = {field.tag.rpartition("}")[2]: field.text or "" for field in child}
+                objects.append((fields.get("Key", ""), fields.get("VersionId")))
         out = ['<?xml version="1.0" encoding="UTF-8"?>', f'<DeleteResult xmlns="{_NS}">']
-        for obj in [*root.iter(f"{{{_NS}}}Object"), *root.iter("Object")]:
-            k = obj.findtext(f"{{{_NS}}}Key") or obj.findtext("Key") or ""
-            vid = obj.findtext(f"{{{_NS}}}VersionId") or obj.findtext("VersionId")
-            result = self.server.overlay.delete(k, vid)
+        for (k, vid), result in zip(objects, self.server.overlay.delete_many(objects), strict=True):
             if result[0] == "deleted":
                 if not quiet:
                     marker = "<DeleteMarker>true</DeleteMarker>" if result[1] else ""
-                    version = f"<VersionId>{escape(vid)}</VersionId>" if vid else ""
+                    version = f"<VersionId>{_text(vid)}</VersionId>" if vid else ""
                     created = f"<DeleteMarkerVersionId>{result[2]}</DeleteMarkerVersionId>" if not vid else ""
-                    out.append(f"<Deleted><Key>{escape(k)}</Key>{version}{marker}{created}</Deleted>")
+                    out.append(f"<Deleted><Key>{_text(k)}</Key>{version}{marker}{created}</Deleted>")
             else:
-                out.append(f"<Error><Key>{escape(k)}</Key><VersionId>{escape(vid or '')}</VersionId>"
+                out.append(f"<Error><Key>{_text(k)}</Key><VersionId>{_text(vid or '')}</VersionId>"
                            f"<Code>{result[1]}</Code><Message>{escape(result[2])}</Message></Error>")
         out.append("</DeleteResult>")
         self._reply(200, "".join(out).encode())

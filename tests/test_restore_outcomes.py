@@ -115,3 +115,27 @@ def test_the_rendered_report_prints_long_keys_whole():
     row = next(line for line in text.splitlines() if long_key in line)
     assert row.split()[:2] == [long_key, "restore"]
     assert "  db/orders/data/a.parquet " in text and "no version left" in text
+
+
+def test_plain_marker_removals_are_fed_as_rows_and_the_rest_key_by_key(monkeypatch):
+    """A fresh plan held as columns: the rows to undelete with no 'null' version id go to DeleteObjects as columns'
+    values (with their plan rows); copies, and every row of a chunk holding a 'null' marker id, go key by key."""
+    items = _items()
+    items[6].delete_markers = ["null"]  # only a listing of the key can re-check a 'null' version id
+    items[9].delete_markers = ["m9", "m9b"]
+    plan = _plan(PlanRows.from_items(items))
+    restorer = Restorer(object(), plan)
+    restorer.key_history = lambda key: None  # type: ignore[method-assign]
+    monkeypatch.setattr(restore, "_FEED_ROWS", 5)
+    fed = list(restorer._feed(plan.actionable_items(), False, RestoreResult("auto", False)))
+    rows = [part for part in fed if isinstance(part, restore._MarkerRows)]
+    assert [(r.keys, r.markers, r.counts, r.rows, r.sizes) for r in rows] == [
+        (["t/01", "t/02", "t/03"], ["m1", "m2", "m3"], [1, 1, 1], [1, 2, 3], [11, 12, 13]),
+        (["t/10", "t/11"], ["m10", "m11"], [1, 1], [10, 11], [20, 21])]
+    by_key = [(item.key, item.row, checked) for item, _, checked in (p for p in fed if isinstance(p, tuple))]
+    assert by_key == [("t/00", 0, False), ("t/04", 4, False), ("t/05", 5, False), ("t/06", 6, True),
+                      ("t/07", 7, False), ("t/08", 8, False), ("t/09", 9, False)]
+    # removals are cut at DELETE_BATCH markers, never inside a key's markers
+    head, tail = restore._MarkerRows(["a", "b", "c"], ["1", "2", "3", "4"], [1, 2, 1], [0, 1, 2], [0, 0, 0]).cut(2)
+    assert (head.keys, head.markers, tail.keys, tail.markers) == (["a"], ["1"], ["b", "c"], ["2", "3", "4"])
+    assert [pair for pair in tail.pairs()] == [("b", ["2", "3"]), ("c", ["4"])]

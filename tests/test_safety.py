@@ -114,6 +114,65 @@ def test_removals_deleteobjects_does_not_confirm_are_checked_not_counted(s3, buc
     assert all(read(s3, bucket, k) is None for k in objects)
 
 
+class _Partial(_Client):
+    """A real client whose server refuses the markers of some keys (AccessDenied, nothing removed) and whose answers
+    leave out the removals of others (done, but not said)."""
+
+    def __init__(self, client, *, denied: set[str], unsaid: set[str]) -> None:
+        super().__init__(client)
+        self.denied, self.unsaid = denied, unsaid
+
+    def delete_objects(self, **kwargs):
+        objects = kwargs["Delete"]["Objects"]
+        self.delete_calls.append(len(objects))
+        sent = [o for o in objects if o["Key"] not in self.denied]
+        answer = self._client.delete_objects(**{**kwargs, "Delete": {**kwargs["Delete"], "Objects": sent}})
+        deleted = [d for d in answer.get("Deleted", []) if d["Key"] not in self.unsaid]
+        errors = [{**o, "Code": "AccessDenied", "Message": "Access Denied"} for o in objects if o["Key"] in self.denied]
+        return {"Deleted": deleted, "Errors": errors}
+
+
+@pytest.mark.parametrize("strategy", ["undelete", "auto"])
+def test_removals_taken_from_the_plan_columns_count_only_what_the_answer_confirms(s3, bucket, strategy, monkeypatch):
+    """A fresh plan's marker removals go to DeleteObjects straight from its columns (no object per key), in full
+    requests across the chunks of rows read: a key is counted as the plan said only when the answer confirms
+    its removal; one left unsaid is looked at, one refused fails (or is copied under auto)."""
+    from airflow_fuse import restore
+    from airflow_fuse.plan import PlanRows
+
+    monkeypatch.setattr(restore, "_FEED_ROWS", 7)  # rows read 7 at a time,
+    monkeypatch.setattr(restore, "DELETE_BATCH", 5)  # removals sent 5 at a time
+    objects = {f"t/k{i:02d} &<ü>": b"x" * (i + 1) for i in range(23)}
+    put_objects(s3, bucket, objects)
+    delete_keys(s3, bucket, list(objects))
+    keys = sorted(objects)
+    denied, unsaid = {keys[4]}, {keys[9], keys[16]}
+    plan = scan(s3, f"s3://{bucket}/t/")
+    assert isinstance(plan.items, PlanRows)
+    client = _Partial(s3, denied=denied, unsaid=unsaid)
+    result = Restorer(client, plan, strategy=strategy).run(recheck="per-key")
+    assert client.delete_calls == [5, 5, 5, 5, 3]  # full requests, whatever the chunks of rows
+    by_key = {o.key: o for o in result.outcomes}
+    assert len(by_key) == len(objects)
+    planned = {item.key: item for item in plan.items}
+    for key in keys:
+        outcome = by_key[key]
+        if key in denied and strategy == "undelete":
+            assert outcome.result == "failed" and "DeleteObjects refused: AccessDenied" in outcome.detail
+            assert read(s3, bucket, key) is None
+            continue
+        assert read(s3, bucket, key) == objects[key]
+        if key in denied:
+            assert (outcome.result, outcome.detail) == ("copied", "marker removal denied; copied instead")
+        elif key in unsaid:
+            assert outcome.result == "undeleted" and "confirmed by listing" in outcome.detail
+        else:
+            assert (outcome.result, outcome.detail) == ("undeleted", "removed 1 delete marker(s)")
+            assert (outcome.version_id, outcome.size, outcome.markers_removed) == (
+                planned[key].version_id, len(objects[key]), planned[key].delete_markers)
+    assert result.bytes_restored() == sum(len(objects[k]) for k in keys if strategy == "auto" or k not in denied)
+
+
 def test_a_key_under_more_than_1000_markers_is_split_across_requests(moto_server):
     """moto stacks a marker per DELETE (Ceph does not): 1,203 markers on one key, removed in two requests."""
     s3 = moto_server.client()
