@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 # Airflow reads its configuration when first imported: set it up before anything imports airflow.
@@ -92,12 +93,23 @@ def pytest_configure_node(node) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items) -> None:
-    """Worker: each collected test's unit (every worker collects the same tests: the last one written is kept)."""
+    """Worker: the units, longest first (Ceph's; a module that starts a real Airflow; then by number of tests),
+    so no long unit is left for the end while the other worker idles; and each test's unit, for the scheduler
+    (every worker collects the same tests: the last file written is kept)."""
     path = getattr(config, "workerinput", {}).get("fuse_work_units")
-    if path:
-        staged = Path(f"{path}.{os.getpid()}")
-        staged.write_text(json.dumps({item.nodeid: work_unit(item) for item in items}))
-        staged.replace(path)
+    if not path:
+        return
+    units = {item.nodeid: work_unit(item) for item in items}
+    sizes = Counter(units.values())
+    slow = {units[item.nodeid] for item in items if item.get_closest_marker("slow")}
+    first: dict[str, int] = {}
+    for index, unit in enumerate(units.values()):
+        first.setdefault(unit, index)
+    items.sort(key=lambda item: (units[item.nodeid] != "ceph", units[item.nodeid] not in slow,
+                                 -sizes[units[item.nodeid]], first[units[item.nodeid]]))
+    staged = Path(f"{path}.{os.getpid()}")
+    staged.write_text(json.dumps(units))
+    staged.replace(path)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -106,6 +118,8 @@ def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadgroup":
         return None
     from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the workers' order: longest unit first
 
     class ByWorkUnit(LoadScopeScheduling):
         units: dict[str, str] | None = None
