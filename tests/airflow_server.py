@@ -40,7 +40,11 @@ MIGRATE_TIMEOUT = 120.0
 READY_TIMEOUT = 120.0  # api-server answering and the scheduler heartbeating
 PARSE_TIMEOUT = 90.0  # the DAG serialized by the dag-processor
 RUN_TIMEOUT = 240.0
-STOP_TIMEOUT = 20.0
+# A throw-away deployment has nothing to save on the way out: SIGTERM, then SIGKILL for whatever is left after
+# STOP_TIMEOUT (the api-server's uvicorn and the triggerer take ~10 s to stop on their own; nothing waits for that).
+STOP_TIMEOUT = 3.0
+# How often a wait asks again (REST calls to a local api-server and a log read: cheap; a run's steps take seconds).
+POLL_INTERVAL = 0.5
 TASKS = ("versioning", "scan", "route", "approval", "shard", "amend", "report", "verify")
 
 
@@ -201,7 +205,7 @@ class Airflow:
             self._token = body["access_token"]
         return self._token
 
-    def wait_for(self, what: str, probe, timeout: float, interval: float = 1.0) -> Any:
+    def wait_for(self, what: str, probe, timeout: float, interval: float = POLL_INTERVAL) -> Any:
         """Call ``probe`` (returning ``(done, value)``) until done; fail (with the logs) after ``timeout``."""
         deadline = time.monotonic() + timeout
         last: Any = None
@@ -286,7 +290,7 @@ def await_approval(airflow: Airflow, run_path: str) -> dict[str, Any]:
         open_ = [d for d in body["hitl_details"] if not d["response_received"]]
         return bool(open_), open_
 
-    details = airflow.wait_for("the approval request", asked, RUN_TIMEOUT, interval=2.0)
+    details = airflow.wait_for("the approval request", asked, RUN_TIMEOUT)
     assert len(details) == 1 and details[0]["task_instance"]["task_id"] == "approval", details
     assert details[0]["task_instance"]["state"] == "awaiting_input", details[0]["task_instance"]
     # Airflow 3.3.2 fails a task answered before the scheduler has handled the executor's event for the worker
@@ -317,7 +321,7 @@ def finish(airflow: Airflow, run_path: str) -> tuple[dict[str, Any], dict[str, s
         assert status == 200, body
         return body["state"] in ("success", "failed"), body
 
-    run = airflow.wait_for("the run to finish", finished, RUN_TIMEOUT, interval=2.0)
+    run = airflow.wait_for("the run to finish", finished, RUN_TIMEOUT)
     status, body = airflow.request("GET", f"{run_path}/taskInstances")
     assert status == 200, body
     print("task instances:", [(ti["task_id"], ti["map_index"], ti["state"], ti["start_date"], ti["end_date"],

@@ -7,9 +7,11 @@ bucket policies). The README's test command runs both.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 # Airflow reads its configuration when first imported: set it up before anything imports airflow.
@@ -59,6 +61,75 @@ def server_named(name: str) -> S3Server:
         os.environ[f"AIRFLOW_CONN_FUSE_{name.upper()}"] = server.connection_json()
         _running[name] = server
     return _running[name]
+
+
+def on_ceph(item: pytest.Item) -> bool:
+    """Whether a test uses Ceph: the ``ceph`` case of ``s3_server``, or ``ceph_server`` (directly or via a fixture)."""
+    callspec = getattr(item, "callspec", None)
+    return (callspec is not None and callspec.params.get("s3_server") == "ceph") or "ceph_server" in item.fixturenames
+
+
+# Parallel runs (pytest-xdist, ``-n 2``: the README's test command) -----------------------------------------------
+#
+# The tests are handed to the workers in units. Every test on Ceph is one unit: one worker starts the one gateway
+# and runs them all (a second gateway would cost another start-up and its memory), while the other worker runs the
+# rest, one test module a unit, so a module's fixtures and per-process caches (a table written once per server)
+# are built once. Only the workers know a test's fixtures: they write each test's unit to a file the scheduler
+# (in the controlling process) reads once the workers have collected. (xdist's own ``--dist loadgroup`` does
+# this through the test ids, which pytest 9.2 no longer lets a plugin change: pytest-dev/pytest-xdist#1386.)
+
+def work_unit(item: pytest.Item) -> str:
+    return "ceph" if on_ceph(item) else item.nodeid.split("::", 1)[0]
+
+
+WORK_UNITS = _HOME / "work-units.json"  # the controller's
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """Controller: tell each worker where to write the units."""
+    node.workerinput["fuse_work_units"] = str(WORK_UNITS)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Worker: the units, longest first (Ceph's; a module that starts a real Airflow; then by number of tests),
+    so no long unit is left for the end while the other worker idles; and each test's unit, for the scheduler
+    (every worker collects the same tests: the last file written is kept)."""
+    path = getattr(config, "workerinput", {}).get("fuse_work_units")
+    if not path:
+        return
+    units = {item.nodeid: work_unit(item) for item in items}
+    sizes = Counter(units.values())
+    slow = {units[item.nodeid] for item in items if item.get_closest_marker("slow")}
+    first: dict[str, int] = {}
+    for index, unit in enumerate(units.values()):
+        first.setdefault(unit, index)
+    items.sort(key=lambda item: (units[item.nodeid] != "ceph", units[item.nodeid] not in slow,
+                                 -sizes[units[item.nodeid]], first[units[item.nodeid]]))
+    staged = Path(f"{path}.{os.getpid()}")
+    staged.write_text(json.dumps(units))
+    staged.replace(path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Controller, ``--dist loadgroup``: xdist's scheduling of whole units, with the units the workers wrote."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # the workers' order: longest unit first
+
+    class ByWorkUnit(LoadScopeScheduling):
+        units: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.units is None:
+                self.units = json.loads(WORK_UNITS.read_text())
+            return self.units.get(nodeid) or nodeid.split("::", 1)[0]
+
+    return ByWorkUnit(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
