@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import re
 from collections import Counter
@@ -31,16 +30,15 @@ from typing import Any, Literal, get_args, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from airflow_fuse import plan_checks, plan_columns, plan_digest
+from airflow_fuse import json_columns, plan_checks, plan_columns, plan_digest
 from airflow_fuse.documents import read_document, write_document
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
 from airflow_fuse.location import TableLocation
 from airflow_fuse.memory import release_memory
-from airflow_fuse.parquet import read_parquet
+from airflow_fuse.parquet import ROW_GROUP, read_parquet, write_parquet
 from airflow_fuse.times import isoformat, parse_time
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
@@ -342,14 +340,28 @@ class Plan:
         return state.hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps({**self.meta(), "items": [asdict(i) for i in self.items]}, indent=1, default=str)
+        return self.json_bytes().decode("ascii")
+
+    def json_bytes(self) -> bytes:
+        """The plan as saved in JSON (``json.dumps({**meta, "items": rows}, indent=1)``, ASCII): for a plan held as
+        columns, the rows' text made on the columns a batch at a time (``json_columns``), not a dict per row."""
+        rows = _as_rows(self.items)
+        if rows is None:
+            return json.dumps({**self.meta(), "items": [asdict(i) for i in self.items]}, indent=1,
+                              default=str).encode("ascii")
+        head = json.dumps({**self.meta(), "items": []}, indent=1, default=str).encode("ascii")
+        body = list(json_columns.joined_rows(rows.plain_batches(plan_digest.BATCH), "indented", level=2))
+        if not body:
+            return head
+        return b"".join([head[:-len(b"[]\n}")], b"[\n", *body, b"\n ]\n}"])
 
     def to_parquet(self) -> bytes:
-        table = self.rows_table().combine_chunks().replace_schema_metadata(
-            {"airflow_fuse.plan": json.dumps(self.meta(), default=str)})
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return sink.getvalue()
+        """The plan as saved in Parquet: its rows (``PLAN_SCHEMA``) with the header in the schema's metadata, written
+        a row group at a time from the compact columns (the bytes ``pq.write_table`` writes for the whole table)."""
+        rows = _as_rows(self.items)
+        source = rows if rows is not None else PlanRows.from_items(self.items)
+        schema = PLAN_SCHEMA.with_metadata({"airflow_fuse.plan": json.dumps(self.meta(), default=str)})
+        return write_parquet(schema, source.plain_batches(ROW_GROUP))
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "plan") -> Plan:
@@ -899,7 +911,7 @@ def _deleted_rows(inventory: Inventory, layout_result: LayoutResult) -> PlanRows
 # storage of plans and reports ------------------------------------------------------------------
 
 def save_plan(plan: Plan, uri: str, *, client: Any = None) -> str:
-    data = plan.to_parquet() if uri.endswith(".parquet") else plan.to_json().encode()
+    data = plan.to_parquet() if uri.endswith(".parquet") else plan.json_bytes()
     return write_document(uri, data, client=client, table=plan.location)
 
 
