@@ -69,10 +69,10 @@ def test_rows_pass_on_the_columns_exactly_when_they_pass_row_by_row(plan, data):
     index = data.draw(st.integers(0, len(plan.items) - 1), label="row")
     name = data.draw(st.sampled_from(ITEM_FIELDS), label="field")
     kind = PLAN_SCHEMA.field(name).type
+    texts = ["", "restore", "damaged", "copy", "undelete", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00+02:00",
+             "0000-01-01T00:00:00Z", plan.items[0].key]
     value = data.draw(
-        st.one_of(st.text(max_size=30), st.sampled_from(["", "restore", "damaged", "copy", "undelete", "2026-13-01T00:00:00Z",
-                                                        "2026-01-01T00:00:00+02:00", "0000-01-01T00:00:00Z",
-                                                        plan.items[0].key]))
+        st.one_of(st.text(max_size=30), st.sampled_from(texts))
         if kind == pa.string() else st.integers(-3, 3) if kind == pa.int64() else st.booleans()
         if kind == pa.bool_() else st.lists(st.sampled_from(["", "m", plan.items[index].version_id or "v",
                                                             plan.items[index].current_version_id or "c"]),
