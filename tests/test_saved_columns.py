@@ -18,7 +18,8 @@ from airflow_fuse.errors import BadInputError
 from airflow_fuse.plan import ITEM_FIELDS, PLAN_SCHEMA, Plan, PlanItem, PlanRows, _check_rows, _hash_items
 from airflow_fuse.plan_digest import hash_rows
 from airflow_fuse.report import Report
-from airflow_fuse.restore import Outcome, Outcomes, RestoreResult
+from airflow_fuse.restore import Outcome, Outcomes, Restorer, RestoreResult
+from airflow_fuse.shards import shard_info, split_plan
 from tests.test_plan_properties import PROPERTIES, plans
 
 # Text json.dumps escapes: quotes, backslashes, control characters, DEL, accents, emoji.
@@ -146,3 +147,32 @@ def test_a_report_saved_from_columns_holds_the_bytes_of_its_rows():
         _report_items())))
     plain = Report(Plan(bucket="lake", prefix="t/", table_format="prefix", items=_report_items()))
     assert no_restore.json_bytes() == plain.to_json().encode() and no_restore.to_parquet() == plain.to_parquet()
+
+
+@PROPERTIES
+@given(sizes=st.lists(st.one_of(st.none(), st.integers(0, 10**12)), min_size=1, max_size=300),
+       shards=st.integers(1, 40))
+def test_a_plan_held_as_columns_is_split_into_the_shards_of_its_rows(sizes, shards):
+    # None: a row with nothing to do; rows given out of key order
+    items = [PlanItem(key=f"t/{(i * 7919) % 1000:04d}", status="present" if s is None else "restore",
+                      action="" if s is None else "copy", version_id="v", size=s or 0) for i, s in enumerate(sizes)]
+    items = list({i.key: i for i in items}.values())
+    if not any(i.actionable for i in items):
+        return
+    as_objects = split_plan(Plan(bucket="b", prefix="t/", table_format="prefix", items=items), shards)
+    as_columns = split_plan(Plan(bucket="b", prefix="t/", table_format="prefix", items=PlanRows.from_items(items)),
+                            shards)
+    assert [s.info for s in as_columns] == [s.info for s in as_objects]
+    assert [s.to_parquet() for s in as_columns] == [s.to_parquet() for s in as_objects]
+    for shard in as_columns:
+        assert shard_info(Plan.from_parquet(shard.to_parquet())) == shard_info(shard)
+
+
+def test_a_shard_weighs_a_listing_by_its_share_of_the_pages():
+    rows = [PlanItem(key=f"t/{i:05d}", status="restore", action="copy", version_id="v", size=1) for i in range(2000)]
+    plan = Plan(bucket="b", prefix="t/", table_format="prefix", items=PlanRows.from_items(rows), keys_listed=100_000,
+                listing_pages=100)
+    first = split_plan(plan, 4)[0]  # 500 rows of 100,000 keys: half a page of the listing
+    # 500 copies: one request each costs more than a listing of the shard's range, not of the whole table
+    assert Restorer(None, first)._listing_pays(500)
+    assert not Restorer(None, plan)._listing_pays(2000)
