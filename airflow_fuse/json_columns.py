@@ -15,18 +15,19 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Strings json.dumps(ensure_ascii=True) writes unchanged between quotes: printable ASCII but '"' and '\'.
-_PLAIN_TEXT = r"^[ !#-\[\]-~]*$"
-
 
 def strings(values: pa.Array) -> pa.Array:
     """Each string as ``json.dumps`` writes it (``null`` for a missing one)."""
-    quoted = pc.binary_join_element_wise('"', values, '"', "")
-    plain = pc.fill_null(pc.match_substring_regex(values, _PLAIN_TEXT), True)
-    if not pc.all(plain).as_py():
+    escaped = values
+    if pc.any(pc.match_substring(values, '"')).as_py() or pc.any(pc.match_substring(values, "\\")).as_py():
+        escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+    quoted = pc.binary_join_element_wise('"', escaped, '"', "")
+    # printable ASCII (space to '~'): ASCII, and no control character nor DEL
+    plain = pc.fill_null(pc.and_(pc.string_is_ascii(values), pc.ascii_is_printable(values)), True)
+    if not pc.all(plain).as_py():  # control characters, DEL, beyond ASCII: as json.dumps writes them
         other = pc.invert(plain)
-        escaped = [json.dumps(v, ensure_ascii=True) for v in values.filter(other).to_pylist()]
-        quoted = pc.replace_with_mask(quoted, other, pa.array(escaped, pa.string()))
+        written = [json.dumps(v, ensure_ascii=True) for v in values.filter(other).to_pylist()]
+        quoted = pc.replace_with_mask(quoted, other, pa.array(written, pa.string()))
     return pc.fill_null(quoted, "null")
 
 
