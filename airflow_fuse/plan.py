@@ -381,7 +381,9 @@ class Plan:
             meta = json.loads((table.schema.metadata or {})[b"airflow_fuse.plan"])
             # Every row checked on the columns; only a plan that may fail a check is read row by row (to name it).
             passed = (isinstance(meta, dict) and isinstance(meta.get("prefix"), str)
-                      and plan_checks.rows_pass(table, meta["prefix"]))
+                      and table.schema.remove_metadata() == PLAN_SCHEMA and plan_checks.keys_unique(table.column("key"))
+                      and all(plan_checks.rows_pass(table.slice(start, ROW_GROUP), meta["prefix"], unique_keys=False)
+                              for start in range(0, max(1, table.num_rows), ROW_GROUP)))  # a row group at a time
             rows = _compact_rows(table) if passed else table.to_pylist()
         except Exception as exc:
             raise BadInputError(f"{source} is not an airflow-fuse plan ({type(exc).__name__}: {exc}); "
