@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import re
 from collections import Counter
@@ -31,16 +30,15 @@ from typing import Any, Literal, get_args, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from airflow_fuse import plan_columns
+from airflow_fuse import json_columns, plan_checks, plan_columns, plan_digest
 from airflow_fuse.documents import read_document, write_document
 from airflow_fuse.errors import BadInputError
 from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
 from airflow_fuse.location import TableLocation
 from airflow_fuse.memory import release_memory
-from airflow_fuse.parquet import read_parquet
+from airflow_fuse.parquet import ROW_GROUP, read_parquet, write_parquet
 from airflow_fuse.times import isoformat, parse_time
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
@@ -178,6 +176,12 @@ class PlanRows(Sequence[PlanItem]):
 
     def actionable_mask(self) -> pa.ChunkedArray:
         return pc.is_in(self.column("status"), value_set=pa.array(["restore", "damaged"]))
+
+    def plain_batches(self, size: int) -> Iterator[pa.Table]:
+        """The rows as ``PLAN_SCHEMA`` columns, ``size`` rows at a time (the compact columns decoded a batch at a
+        time, not all at once)."""
+        for start in range(0, len(self), size):
+            yield plan_columns.decoded(self.table.slice(start, size), PLAN_SCHEMA)
 
     def value_lists(self) -> Iterator[list[Any]]:
         """Each row as the list of its values in ``ITEM_FIELDS`` order (what the digest hashes)."""
@@ -324,19 +328,11 @@ class Plan:
         if state is None:
             state = hashlib.sha256()
             state.update(b'{"fields":' + _canonical(list(ITEM_FIELDS)) + b',"items":[')
-            values = rows.value_lists() if rows is not None else (
-                [getattr(item, name) for name in ITEM_FIELDS] for item in self.items)
-            first = True
-            batch: list[list[Any]] = []
-            for value in values:
-                batch.append(value)
-                if len(batch) >= _ROW_BATCH:
-                    state.update((b"" if first else b",") + _canonical(batch)[1:-1])
-                    first, batch = False, []
-            if batch:
-                state.update((b"" if first else b",") + _canonical(batch)[1:-1])
-            if rows is not None:
+            if rows is not None:  # the same bytes, made on the columns
+                plan_digest.hash_rows(state, rows.plain_batches(plan_digest.BATCH))
                 rows._digest_state = state.copy()
+            else:
+                _hash_items(state, self.items)
         else:
             state = state.copy()
         header = json.loads(json.dumps(self.header(), default=str))
@@ -344,14 +340,28 @@ class Plan:
         return state.hexdigest()
 
     def to_json(self) -> str:
-        return json.dumps({**self.meta(), "items": [asdict(i) for i in self.items]}, indent=1, default=str)
+        return self.json_bytes().decode("ascii")
+
+    def json_bytes(self) -> bytes:
+        """The plan as saved in JSON (``json.dumps({**meta, "items": rows}, indent=1)``, ASCII): for a plan held as
+        columns, the rows' text made on the columns a batch at a time (``json_columns``), not a dict per row."""
+        rows = _as_rows(self.items)
+        if rows is None:
+            return json.dumps({**self.meta(), "items": [asdict(i) for i in self.items]}, indent=1,
+                              default=str).encode("ascii")
+        head = json.dumps({**self.meta(), "items": []}, indent=1, default=str).encode("ascii")
+        body = list(json_columns.joined_rows(rows.plain_batches(plan_digest.BATCH), "indented", level=2))
+        if not body:
+            return head
+        return b"".join([head[:-len(b"[]\n}")], b"[\n", *body, b"\n ]\n}"])
 
     def to_parquet(self) -> bytes:
-        table = self.rows_table().combine_chunks().replace_schema_metadata(
-            {"airflow_fuse.plan": json.dumps(self.meta(), default=str)})
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return sink.getvalue()
+        """The plan as saved in Parquet: its rows (``PLAN_SCHEMA``) with the header in the schema's metadata, written
+        a row group at a time from the compact columns (the bytes ``pq.write_table`` writes for the whole table)."""
+        rows = _as_rows(self.items)
+        source = rows if rows is not None else PlanRows.from_items(self.items)
+        schema = PLAN_SCHEMA.with_metadata({"airflow_fuse.plan": json.dumps(self.meta(), default=str)})
+        return write_parquet(schema, source.plain_batches(ROW_GROUP))
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "plan") -> Plan:
@@ -369,7 +379,12 @@ class Plan:
         try:
             table = read_parquet(data)
             meta = json.loads((table.schema.metadata or {})[b"airflow_fuse.plan"])
-            rows = table.to_pylist()
+            # Every row checked on the columns; only a plan that may fail a check is read row by row (to name it).
+            passed = (isinstance(meta, dict) and isinstance(meta.get("prefix"), str)
+                      and table.schema.remove_metadata() == PLAN_SCHEMA and plan_checks.keys_unique(table.column("key"))
+                      and all(plan_checks.rows_pass(table.slice(start, ROW_GROUP), meta["prefix"], unique_keys=False)
+                              for start in range(0, max(1, table.num_rows), ROW_GROUP)))  # a row group at a time
+            rows = _compact_rows(table) if passed else table.to_pylist()
         except Exception as exc:
             raise BadInputError(f"{source} is not an airflow-fuse plan ({type(exc).__name__}: {exc}); "
                                 f"{RESCAN}") from None
@@ -383,9 +398,14 @@ class Plan:
             raise BadInputError(f"{source} is not an airflow-fuse plan (format {found!r}, expected "
                                 f"{PLAN_FORMAT!r}); {RESCAN}")
         _check_header(meta, source, saved=True)
-        if not isinstance(rows, list):
+        items: Sequence[PlanItem]
+        if isinstance(rows, PlanRows):  # checked on its columns (rows_pass)
+            items = rows
+        elif not isinstance(rows, list):
             raise _refused(source, "field 'items'", f"must be a list of rows, not {_show(rows)}")
-        items = _check_rows(rows, meta["prefix"], source)
+        else:
+            _check_rows(rows, meta["prefix"], source)
+            items = _rows_of_dicts(rows)
         stored = meta["digest"]
         plan = cls(items=items, **{k: v for k, v in meta.items() if k not in ("format", "digest")})
         computed = plan.digest
@@ -398,6 +418,10 @@ class Plan:
     def validate(self, *, source: str = "plan") -> None:
         """Check every field of a plan built or changed in memory, as loading a saved one does."""
         _check_header(self.header(), source, saved=False)
+        rows = _as_rows(self.items)
+        if rows is not None and plan_checks.keys_unique(rows.table.column("key")) and all(
+                plan_checks.rows_pass(batch, self.prefix, unique_keys=False) for batch in rows.plain_batches(_PART)):
+            return  # every row passes, checked on the columns
         _check_rows([{name: getattr(item, name) for name in ITEM_FIELDS} for item in self.items], self.prefix,
                     source)
 
@@ -413,6 +437,19 @@ PLAN_SCHEMA = pa.schema(
 assert tuple(PLAN_SCHEMA.names) == ITEM_FIELDS
 _ROW_BATCH = 1024  # rows made into objects (or hashed) at a time
 _PART = 65_536  # rows of items made into compact columns at a time
+
+
+def _hash_items(state: Any, items: Iterable[PlanItem]) -> None:
+    """The rows of a plan held as objects into the digest, as ``plan_digest.hash_rows`` does for columns."""
+    first = True
+    batch: list[list[Any]] = []
+    for item in items:
+        batch.append([getattr(item, name) for name in ITEM_FIELDS])
+        if len(batch) >= _ROW_BATCH:
+            state.update((b"" if first else b",") + _canonical(batch)[1:-1])
+            first, batch = False, []
+    if batch:
+        state.update((b"" if first else b",") + _canonical(batch)[1:-1])
 
 
 def _canonical(value: Any) -> bytes:
@@ -584,8 +621,31 @@ def _check_row(row: Any, prefix: str) -> tuple[str, str] | None:
     return None
 
 
-def _check_rows(rows: list[Any], prefix: str, source: str) -> list[PlanItem]:
-    items: list[PlanItem] = []
+def _compact_rows(table: pa.Table) -> PlanRows:
+    """Rows read as ``PLAN_SCHEMA`` columns (checked) held compact, a part at a time."""
+    try:
+        parts = [plan_columns.encoded(table.slice(start, _PART)) for start in range(0, table.num_rows, _PART)]
+    except pa.ArrowInvalid:  # e.g. more kinds than a compact column holds: kept as read
+        return PlanRows(table)
+    return PlanRows(plan_columns.joined(parts, PLAN_SCHEMA))
+
+
+def _rows_of_dicts(rows: list[Any]) -> Sequence[PlanItem]:
+    """Checked rows (dicts of ``ITEM_FIELDS``) as Arrow columns, a part at a time, each dict let go once in its
+    part; objects (``PlanItem``) from the first value the columns do not hold (an integer beyond 64 bits)."""
+    parts: list[pa.Table] = []
+    for start in range(0, len(rows), _PART):
+        part = rows[start:start + _PART]
+        try:
+            parts.append(plan_columns.encoded(pa.Table.from_pylist(part, schema=PLAN_SCHEMA)))
+        except (pa.ArrowInvalid, OverflowError):
+            held = list(PlanRows(plan_columns.joined(parts, PLAN_SCHEMA))) if parts else []
+            return held + [PlanItem(**row) for row in rows[start:]]
+        rows[start:start + len(part)] = [None] * len(part)
+    return PlanRows(plan_columns.joined(parts, PLAN_SCHEMA))
+
+
+def _check_rows(rows: list[Any], prefix: str, source: str) -> None:
     first_row: dict[str, int] = {}
 
     def where(index: int, row: Any) -> str:
@@ -602,8 +662,6 @@ def _check_rows(rows: list[Any], prefix: str, source: str) -> list[PlanItem]:
             raise _refused(source, where(index, row), f"repeats the key of items[{first_row[key]}]: a key is "
                                                       "planned once")
         first_row[key] = index
-        items.append(PlanItem(**row))
-    return items
 
 
 # checks that a plan applies here and now ----------------------------------------------------------
@@ -860,7 +918,7 @@ def _deleted_rows(inventory: Inventory, layout_result: LayoutResult, release: bo
 # storage of plans and reports ------------------------------------------------------------------
 
 def save_plan(plan: Plan, uri: str, *, client: Any = None) -> str:
-    data = plan.to_parquet() if uri.endswith(".parquet") else plan.to_json().encode()
+    data = plan.to_parquet() if uri.endswith(".parquet") else plan.json_bytes()
     return write_document(uri, data, client=client, table=plan.location)
 
 

@@ -13,12 +13,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from airflow_fuse import plan_columns
 from airflow_fuse.documents import write_document
 from airflow_fuse.errors import EXIT_ERROR, EXIT_OK, EXIT_TO_RESTORE, EXIT_UNRECOVERABLE
-from airflow_fuse.plan import Plan, PlanItem, PlanRows
+from airflow_fuse.json_columns import joined_rows
+from airflow_fuse.parquet import ROW_GROUP, write_parquet
+from airflow_fuse.plan import PLAN_SCHEMA, Plan, PlanItem, PlanRows
 from airflow_fuse.restore import RestoreResult, plain_outcome
 
 SUMMARY_LIMIT = 32 * 1024
+ROW_BATCH = 65_536  # rows of a report made into JSON text at a time
 
 
 def human_bytes(n: float) -> str:
@@ -179,18 +183,122 @@ class Report:
             lines.append("  every object the table needs is present")
         return "\n".join(lines)
 
+    # the full report (report_uri) ----------------------------------------------------------------------
     def to_json(self) -> str:
-        return json.dumps({"summary": self.summary(), "plan": self.plan.meta(), "rows": self.rows()},
-                          indent=1, default=str)
+        return self.json_bytes().decode("ascii")
+
+    def json_bytes(self) -> bytes:
+        """The report as saved in JSON: ``{"summary", "plan", "rows"}`` with ``indent=1`` (ASCII); for a plan held as
+        columns, the rows' text made on the columns a batch at a time (``json_columns``), no dict per row."""
+        tables = self._row_tables(ROW_BATCH)
+        if tables is None:
+            return json.dumps({"summary": self.summary(), "plan": self.plan.meta(), "rows": self.rows()},
+                              indent=1, default=str).encode("ascii")
+        head = json.dumps({"summary": self.summary(), "plan": self.plan.meta(), "rows": []}, indent=1,
+                          default=str).encode("ascii")
+        body = list(joined_rows(tables, "indented", level=2))
+        return b"".join([head[:-len(b"[]\n}")], b"[\n", *body, b"\n ]\n}"]) if body else head
 
     def to_parquet(self) -> bytes:
-        table = pa.Table.from_pylist(self.rows()).replace_schema_metadata(
-            {"airflow_fuse.report": json.dumps(self.summary(), default=str)})
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return sink.getvalue()
+        """The report as saved in Parquet: one row per plan row (``iter_rows``' fields) with the summary in the schema's
+        metadata; for a plan held as columns made on the columns, a row group at a time (the same bytes)."""
+        tables = self._row_tables(ROW_GROUP)
+        if tables is None:
+            table = pa.Table.from_pylist(self.rows()).replace_schema_metadata(
+                {"airflow_fuse.report": json.dumps(self.summary(), default=str)})
+            sink = io.BytesIO()
+            pq.write_table(table, sink)
+            return sink.getvalue()
+        parts = list(tables)
+        if not any(len(pc.list_flatten(part.column("delete_markers_removed"))) for part in parts):
+            parts = [_no_markers(part) for part in parts]  # as pa.Table.from_pylist types lists of nothing
+        schema = parts[0].schema.with_metadata({"airflow_fuse.report": json.dumps(self.summary(), default=str)})
+        return write_parquet(schema, parts)
 
     def save(self, uri: str, *, client: Any = None) -> str:
         self.location = uri
-        data = self.to_parquet() if uri.endswith(".parquet") else self.to_json().encode()
+        data = self.to_parquet() if uri.endswith(".parquet") else self.json_bytes()
         return write_document(uri, data, client=client, table=self.plan.location)
+
+    def _row_tables(self, size: int) -> Iterator[pa.Table] | None:
+        """``iter_rows``' rows as Arrow tables of ``size`` rows, made on the plan's columns and the outcomes' codes
+        (an object only for each outcome kept as one); ``None`` for a plan held as objects or with no rows."""
+        items = self.plan.items
+        if not isinstance(items, PlanRows) or items.rows is not None or not len(items):
+            return None
+        return _report_tables(items, self.restore, size)
+
+
+_EMPTY_MARKERS = pa.scalar([], pa.list_(pa.string()))
+
+
+def _no_markers(table: pa.Table) -> pa.Table:
+    """``delete_markers_removed`` as a list of nothing (each row's list empty)."""
+    offsets = pc.fill_null(pa.nulls(table.num_rows + 1, pa.int32()), 0)
+    empty = pa.ListArray.from_arrays(offsets, pa.nulls(0))
+    index = table.column_names.index("delete_markers_removed")
+    return table.set_column(index, pa.field("delete_markers_removed", empty.type), empty)
+
+
+def _report_tables(items: PlanRows, restore: RestoreResult | None, size: int) -> Iterator[pa.Table]:
+    """``Report.iter_rows`` as columns: a row's outcome is its plain code's (``plain_outcome``), else the outcome
+    object of its key, else none."""
+    n = len(items)
+    codes = restore.outcomes.codes_by_row(n) if restore is not None else bytearray(n)
+    by_key = {o.key: o for o in restore.outcomes.objects()} if restore is not None else {}
+    objects = list(by_key.values())
+    keys = pa.array([o.key for o in objects], pa.string())
+    found = {name: pa.array([getattr(o, name) for o in objects], pa.string())
+             for name in ("action", "result", "detail", "new_version_id")}
+    found_markers = pa.array([list(o.markers_removed) for o in objects], pa.list_(pa.string()))
+    all_codes = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(codes)])
+    plain = _plain_values(pc.unique(all_codes).to_pylist())
+    for start in range(0, n, size):
+        batch = plan_columns.decoded(items.table.slice(start, size), PLAN_SCHEMA)
+        code = all_codes.slice(start, batch.num_rows)
+        is_plain = pc.greater(code, 0)
+        at = pc.index_in(batch.column("key"), value_set=keys).combine_chunks()
+        markers = batch.column("delete_markers").combine_chunks()
+        counts = pc.list_value_length(markers)
+
+        def of_code(index: int, default: Any, code: pa.Array = code) -> pa.Array:
+            return pa.array([plain[c][index] if c in plain else default for c in range(256)], pa.string()).take(code)
+
+        def of_object(name: str, at: pa.Array = at) -> pa.Array:
+            return pc.fill_null(found[name].take(at), "")
+
+        details = of_object("detail")
+        for c, (_, _, _, detail_of) in plain.items():  # a plain detail may count the markers removed
+            has_code = pc.equal(code, c)
+            if pc.any(has_code).as_py():
+                wanted = pc.unique(counts.filter(has_code)).to_pylist()
+                text = pa.array([detail_of(m) for m in wanted], pa.string())
+                details = pc.if_else(has_code, text.take(pc.index_in(counts, value_set=pa.array(wanted, counts.type))),
+                                     details)
+        removes = pa.array([c in plain and plain[c][2] for c in range(256)], pa.bool_()).take(code)
+        taken_markers = pc.coalesce(found_markers.take(at), _EMPTY_MARKERS)
+        yield pa.table({
+            "key": batch.column("key"), "kind": batch.column("kind"), "status": batch.column("status"),
+            "action": pc.if_else(is_plain, of_code(1, ""),
+                                 pc.coalesce(found["action"].take(at), batch.column("action").combine_chunks())),
+            "version_id": batch.column("version_id"), "size": batch.column("size"), "reason": batch.column("reason"),
+            "result": pc.if_else(is_plain, of_code(0, ""), of_object("result")),
+            "detail": details,
+            "delete_markers_removed": pc.if_else(is_plain, pc.if_else(removes, markers, _EMPTY_MARKERS),
+                                                 taken_markers),
+            "new_version_id": pc.if_else(is_plain, "", of_object("new_version_id")),
+        })
+
+
+def _plain_values(codes: list[int]) -> dict[int, tuple[str, str, bool, Any]]:
+    """Per plain code: its result, action, whether the row's markers were removed, and its detail for m markers."""
+    out: dict[int, tuple[str, str, bool, Any]] = {}
+    for code in codes:
+        if code:
+            made = plain_outcome(code, PlanItem(key="", status="restore", delete_markers=["m"]))
+
+            def detail(markers: int, code: int = code) -> str:
+                return plain_outcome(code, PlanItem(key="", status="restore", delete_markers=["m"] * markers)).detail
+
+            out[code] = (made.result, made.action, bool(made.markers_removed), detail)
+    return out

@@ -792,8 +792,16 @@ class Restorer:
                        and action_for(self.strategy, item)})
 
     def _listing_pays(self, keys: int) -> bool:
-        """Is one sweep of the table cheaper than one request per key? (a page answers for up to 1000 keys)"""
-        return keys > COPIES_PER_LISTING_PAGE * max(1, self.plan.listing_pages)
+        """Is one sweep of the table (a shard: of its key range) cheaper than one request per key? (a page answers for
+        up to 1000 keys)"""
+        return keys > COPIES_PER_LISTING_PAGE * max(1.0, self._listing_pages())
+
+    def _listing_pages(self) -> float:
+        """Pages of the listing a re-check takes: the plan's; a shard's share of them (its rows of the keys listed)."""
+        pages = self.plan.listing_pages
+        if self.key_range is not None and self.plan.keys_listed:
+            return pages * min(1.0, len(self.plan.items) / self.plan.keys_listed)
+        return pages
 
     # the loop -------------------------------------------------------------------------------------
     def _relisted(self, work: Sequence[PlanItem],

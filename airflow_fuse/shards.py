@@ -23,18 +23,22 @@ import io
 import json
 import math
 import re
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airflow_fuse.documents import read_document, write_document
 from airflow_fuse.errors import EXIT_ERROR, EXIT_OK, EXIT_TO_RESTORE, EXIT_UNRECOVERABLE, BadInputError
 from airflow_fuse.location import parse_table_uri
 from airflow_fuse.parquet import read_parquet
-from airflow_fuse.plan import Plan, PlanItem, load_plan, save_plan
+from airflow_fuse.plan import Plan, PlanItem, PlanRows, load_plan, save_plan
 
 SHARD_INFO = "shard"  # the key of Plan.info that makes a plan a shard
 SHARDS_FORMAT = "airflow-fuse-shards/1"
@@ -125,6 +129,8 @@ def shard_info(plan: Plan, *, source: str = "plan") -> ShardInfo | None:
     if after is not None and end is not None and not after < end:
         raise _refused(source, f"range ({after!r}, {end!r}] is empty or out of key order")
     key_range = KeyRange(after, end)
+    if isinstance(plan.items, PlanRows) and _rows_inside(plan.items, key_range):
+        return ShardInfo(digest, index, count, key_range, data["keys"], data["bytes"])
     for item in plan.items:
         if item.key not in key_range:
             raise _refused(source, f"row for key {item.key!r} lies outside its range ({after!r}, {end!r}]")
@@ -196,6 +202,8 @@ def split_plan(plan: Plan, shards: int) -> list[Plan]:
     if shard_info(plan) is not None:
         raise BadInputError("this plan is already a shard: split the whole plan it came from instead")
     plan.validate()
+    if isinstance(plan.items, PlanRows):
+        return _split_rows(plan, plan.items, shards)
     items = sorted(plan.items, key=lambda item: item.key)
     cuts = _cuts(items, shards)
     bounds = [-1, *cuts, len(items) - 1]
@@ -209,6 +217,95 @@ def split_plan(plan: Plan, shards: int) -> list[Plan]:
         work = [item for item in rows if item.actionable]
         info = ShardInfo(parent, index, count, KeyRange(after, end), len(work), sum(item.size for item in work))
         out.append(Plan(bucket=plan.bucket, prefix=plan.prefix, table_format=plan.table_format, items=rows,
+                        created_at=plan.created_at, listed_at=plan.listed_at, options=dict(plan.options),
+                        info={**plan.info, SHARD_INFO: info.as_dict()}, tables=list(plan.tables),
+                        keys_listed=plan.keys_listed, versions_listed=plan.versions_listed,
+                        listing_pages=plan.listing_pages))
+    return out
+
+
+def _rows_inside(rows: PlanRows, key_range: KeyRange) -> bool:
+    """Is every row's key inside the range? (on the key column: Arrow compares UTF-8 bytes, in code point order as
+    Python compares strings)"""
+    keys = rows.column("key")
+    if key_range.after is not None and pc.all(pc.greater(keys, key_range.after)).as_py() is False:
+        return False
+    return key_range.end is None or pc.all(pc.less_equal(keys, key_range.end)).as_py() is not False
+
+
+class _Running(Sequence[float]):
+    """The running weight at each position (a float64 column), for ``bisect``."""
+
+    def __init__(self, values: pa.Array) -> None:
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.values[index].as_py()
+
+
+def _column_cuts(actionable: pa.Array, sizes: pa.Array, shards: int) -> list[int] | None:
+    """``_cuts`` on the columns (in key order): the same positions, the same float arithmetic (each weight
+    ``1/A + size/B``, the running total summed in order); ``None`` when the bytes exceed what a float holds exactly."""
+    work = sizes.filter(actionable)
+    keys, size = len(work), int(pc.sum(work).as_py() or 0)
+    if shards <= 1 or keys <= 1:
+        return []
+    if size >= 2**53:
+        return None
+    weights = pc.add(pc.divide(sizes.cast(pa.float64()), float(size)) if size else pc.multiply(
+        sizes.cast(pa.float64()), 0.0), 1 / keys)
+    weights = pc.if_else(actionable, weights, 0.0)
+    total = sum(chain.from_iterable(part.to_pylist() for part in _parts(weights.filter(actionable))))
+    running = _Running(pc.cumulative_sum(weights))
+    n = len(weights)
+    cuts: list[int] = []
+    next_share = 1
+    while True:
+        position = bisect_left(running, total * next_share / shards - 1e-12)
+        if position >= n - 1:  # no position before the last row reaches the next share
+            break
+        cuts.append(position)  # an actionable row: the running total grows only there
+        reached = running[position]
+        while next_share < shards and reached >= total * next_share / shards - 1e-12:
+            next_share += 1
+        if next_share >= shards:
+            break
+    last = pc.indices_nonzero(actionable)[-1].as_py()
+    while cuts and cuts[-1] >= last:
+        cuts.pop()
+    return cuts
+
+
+def _parts(values: pa.Array, size: int = 65_536) -> list[pa.Array]:
+    return [values.slice(start, size) for start in range(0, len(values), size)]
+
+
+def _split_rows(plan: Plan, rows: PlanRows, shards: int) -> list[Plan]:
+    """``split_plan`` for a plan held as columns: sorted, weighed and cut on the columns; each shard's rows a slice."""
+    ordered = rows.table.take(pc.sort_indices(rows.table.column("key")))
+    by_key = PlanRows(ordered)
+    actionable = by_key.actionable_mask().combine_chunks()
+    sizes = by_key.column("size").combine_chunks()
+    cuts = _column_cuts(actionable, sizes, shards)
+    if cuts is None:  # sizes beyond a float's exact integers: weighed row by row
+        cuts = _cuts(sorted(plan.items, key=lambda item: item.key), shards)
+    keys = by_key.column("key")
+    bounds = [-1, *cuts, len(by_key) - 1]
+    count = len(bounds) - 1
+    parent = plan.digest
+    out: list[Plan] = []
+    for index in range(count):
+        first, last = bounds[index] + 1, bounds[index + 1]
+        after = None if index == 0 else keys[bounds[index]].as_py()
+        end = None if index == count - 1 else keys[last].as_py()
+        mask = actionable.slice(first, last - first + 1)
+        work = sizes.slice(first, last - first + 1).filter(mask)
+        info = ShardInfo(parent, index, count, KeyRange(after, end), len(work), int(pc.sum(work).as_py() or 0))
+        out.append(Plan(bucket=plan.bucket, prefix=plan.prefix, table_format=plan.table_format,
+                        items=PlanRows(ordered.slice(first, last - first + 1)),
                         created_at=plan.created_at, listed_at=plan.listed_at, options=dict(plan.options),
                         info={**plan.info, SHARD_INFO: info.as_dict()}, tables=list(plan.tables),
                         keys_listed=plan.keys_listed, versions_listed=plan.versions_listed,
