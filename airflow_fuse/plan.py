@@ -30,6 +30,7 @@ from typing import Any, Literal, get_args, overload
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from airflow_fuse import json_columns, plan_checks, plan_columns, plan_digest
 from airflow_fuse.documents import read_document, write_document
@@ -38,7 +39,7 @@ from airflow_fuse.inventory import Inventory, KeyHistory
 from airflow_fuse.layouts.base import LayoutResult, NeededObject, TableSummary
 from airflow_fuse.location import TableLocation
 from airflow_fuse.memory import release_memory
-from airflow_fuse.parquet import ROW_GROUP, read_parquet, write_parquet
+from airflow_fuse.parquet import ROW_GROUP, write_parquet
 from airflow_fuse.times import isoformat, parse_time
 
 PLAN_FORMAT = "airflow-fuse-plan/1"
@@ -377,14 +378,18 @@ class Plan:
     @classmethod
     def from_parquet(cls, data: bytes, *, source: str = "plan") -> Plan:
         try:
-            table = read_parquet(data)
-            meta = json.loads((table.schema.metadata or {})[b"airflow_fuse.plan"])
-            # Every row checked on the columns; only a plan that may fail a check is read row by row (to name it).
-            passed = (isinstance(meta, dict) and isinstance(meta.get("prefix"), str)
-                      and table.schema.remove_metadata() == PLAN_SCHEMA and plan_checks.keys_unique(table.column("key"))
-                      and all(plan_checks.rows_pass(table.slice(start, ROW_GROUP), meta["prefix"], unique_keys=False)
-                              for start in range(0, max(1, table.num_rows), ROW_GROUP)))  # a row group at a time
-            rows = _compact_rows(table) if passed else table.to_pylist()
+            file = pq.ParquetFile(pa.BufferReader(data))
+            schema = file.schema_arrow
+            meta = json.loads((schema.metadata or {})[b"airflow_fuse.plan"])
+            # Every row checked on the columns and held compact a batch at a time (the file's plain columns
+            # are never all in memory); only a plan that may fail a check is read row by row (to name it).
+            rows: Any = None
+            if (isinstance(meta, dict) and isinstance(meta.get("prefix"), str)
+                    and schema.remove_metadata() == PLAN_SCHEMA
+                    and plan_checks.keys_unique(file.read(columns=["key"], use_threads=False).column("key"))):
+                rows = _compact_row_groups(file, meta["prefix"])
+            if rows is None:
+                rows = file.read(use_threads=False).to_pylist()
         except Exception as exc:
             raise BadInputError(f"{source} is not an airflow-fuse plan ({type(exc).__name__}: {exc}); "
                                 f"{RESCAN}") from None
@@ -621,12 +626,20 @@ def _check_row(row: Any, prefix: str) -> tuple[str, str] | None:
     return None
 
 
-def _compact_rows(table: pa.Table) -> PlanRows:
-    """Rows read as ``PLAN_SCHEMA`` columns (checked) held compact, a part at a time."""
-    try:
-        parts = [plan_columns.encoded(table.slice(start, _PART)) for start in range(0, table.num_rows, _PART)]
-    except pa.ArrowInvalid:  # e.g. more kinds than a compact column holds: kept as read
-        return PlanRows(table)
+def _compact_row_groups(file: pq.ParquetFile, prefix: str) -> PlanRows | None:
+    """A saved plan's rows, checked (``plan_checks.rows_pass``) and held compact a batch at a time; None when
+    a row may fail a check (then it is read row by row, to name the row)."""
+    parts: list[pa.Table] = []
+    batches = file.iter_batches(batch_size=_PART, use_threads=False)
+    for batch in batches if file.metadata.num_rows else [PLAN_SCHEMA.empty_table()]:
+        rows = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
+        rows = rows.replace_schema_metadata(None)
+        if not plan_checks.rows_pass(rows, prefix, unique_keys=False):
+            return None
+        try:
+            parts.append(plan_columns.encoded(rows))
+        except pa.ArrowInvalid:  # e.g. more kinds than a compact column holds: kept as read
+            return PlanRows(file.read(use_threads=False))
     return PlanRows(plan_columns.joined(parts, PLAN_SCHEMA))
 
 
