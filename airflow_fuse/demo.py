@@ -109,7 +109,8 @@ def _run(server: Any, fixture: Path, started: float) -> int:
 
     step(5, "Running it again with dry_run = false (no approval step in a demo): restore, then verify")
     run = dag.test(run_conf={**conf, "dry_run": False, "require_approval": False})
-    amend, verify = _xcom(run, "amend"), _xcom(run, "verify")
+    # amend is one mapped task per shard of the plan; report merges their reports into one summary
+    amend, verify = _xcom(run, "report"), _xcom(run, "verify")
     say(f"   run {run.state}: {_states(run)}")
     if amend:
         say(f"   amend: restored {amend['restored']} objects ({amend['bytes_restored']} bytes): {amend['results']}; "
@@ -185,8 +186,8 @@ def _xcom(run: Any, task_id: str) -> dict[str, Any]:
 
 
 def _states(run: Any) -> str:
-    order = ["versioning", "scan", "route", "approval", "amend", "verify"]
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    order = ["versioning", "scan", "route", "approval", "shard", "amend", "report", "verify"]
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}  # a mapped task: its last shard's
     return ", ".join(f"{t} {states.get(t)}" for t in order)
 
 
