@@ -387,7 +387,7 @@ class Plan:
             if (isinstance(meta, dict) and isinstance(meta.get("prefix"), str)
                     and schema.remove_metadata() == PLAN_SCHEMA
                     and plan_checks.keys_unique(file.read(columns=["key"], use_threads=False).column("key"))):
-                rows = _compact_row_groups(file, meta["prefix"])
+                rows = _compact_batches(file, meta["prefix"])
             if rows is None:
                 rows = file.read(use_threads=False).to_pylist()
         except Exception as exc:
@@ -626,14 +626,12 @@ def _check_row(row: Any, prefix: str) -> tuple[str, str] | None:
     return None
 
 
-def _compact_row_groups(file: pq.ParquetFile, prefix: str) -> PlanRows | None:
-    """A saved plan's rows, checked (``plan_checks.rows_pass``) and held compact a batch at a time; None when
-    a row may fail a check (then it is read row by row, to name the row)."""
+def _compact_batches(file: pq.ParquetFile, prefix: str) -> PlanRows | None:
+    """A saved plan's rows, checked (``plan_checks.rows_pass``) and held compact a batch at a time as they are read;
+    None when a row may fail a check (then it is read row by row, to name the row)."""
     parts: list[pa.Table] = []
-    batches = file.iter_batches(batch_size=_PART, use_threads=False)
-    for batch in batches if file.metadata.num_rows else [PLAN_SCHEMA.empty_table()]:
-        rows = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
-        rows = rows.replace_schema_metadata(None)
+    for batch in file.iter_batches(batch_size=_PART, use_threads=False):
+        rows = pa.Table.from_batches([batch]).replace_schema_metadata(None)
         if not plan_checks.rows_pass(rows, prefix, unique_keys=False):
             return None
         try:

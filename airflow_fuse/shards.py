@@ -216,12 +216,17 @@ def split_plan(plan: Plan, shards: int) -> list[Plan]:
         end = None if index == count - 1 else items[bounds[index + 1]].key
         work = [item for item in rows if item.actionable]
         info = ShardInfo(parent, index, count, KeyRange(after, end), len(work), sum(item.size for item in work))
-        out.append(Plan(bucket=plan.bucket, prefix=plan.prefix, table_format=plan.table_format, items=rows,
-                        created_at=plan.created_at, listed_at=plan.listed_at, options=dict(plan.options),
-                        info={**plan.info, SHARD_INFO: info.as_dict()}, tables=list(plan.tables),
-                        keys_listed=plan.keys_listed, versions_listed=plan.versions_listed,
-                        listing_pages=plan.listing_pages))
+        out.append(_shard_plan(plan, rows, info))
     return out
+
+
+def _shard_plan(plan: Plan, rows: Sequence[PlanItem], info: ShardInfo) -> Plan:
+    """A shard: ``rows`` of ``plan``, with its header (table, listing facts, options) and ``info["shard"]``."""
+    return Plan(bucket=plan.bucket, prefix=plan.prefix, table_format=plan.table_format, items=rows,
+                created_at=plan.created_at, listed_at=plan.listed_at, options=dict(plan.options),
+                info={**plan.info, SHARD_INFO: info.as_dict()}, tables=list(plan.tables),
+                keys_listed=plan.keys_listed, versions_listed=plan.versions_listed,
+                listing_pages=plan.listing_pages)
 
 
 def _rows_inside(rows: PlanRows, key_range: KeyRange) -> bool:
@@ -304,12 +309,7 @@ def _split_rows(plan: Plan, rows: PlanRows, shards: int) -> list[Plan]:
         mask = actionable.slice(first, last - first + 1)
         work = sizes.slice(first, last - first + 1).filter(mask)
         info = ShardInfo(parent, index, count, KeyRange(after, end), len(work), int(pc.sum(work).as_py() or 0))
-        out.append(Plan(bucket=plan.bucket, prefix=plan.prefix, table_format=plan.table_format,
-                        items=PlanRows(ordered.slice(first, last - first + 1)),
-                        created_at=plan.created_at, listed_at=plan.listed_at, options=dict(plan.options),
-                        info={**plan.info, SHARD_INFO: info.as_dict()}, tables=list(plan.tables),
-                        keys_listed=plan.keys_listed, versions_listed=plan.versions_listed,
-                        listing_pages=plan.listing_pages))
+        out.append(_shard_plan(plan, PlanRows(ordered.slice(first, last - first + 1)), info))
     return out
 
 
