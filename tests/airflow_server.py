@@ -288,7 +288,10 @@ def await_approval(airflow: Airflow, run_path: str) -> dict[str, Any]:
         status, body = airflow.request("GET", f"{run_path}/hitlDetails")
         assert status == 200, body
         open_ = [d for d in body["hitl_details"] if not d["response_received"]]
-        return bool(open_), open_
+        # The operator writes its request before it parks: the task is still `running` for a moment after the
+        # request appears (seen in CI). The request is open to a person once the task awaits input.
+        parked_ = bool(open_) and all(d["task_instance"]["state"] == "awaiting_input" for d in open_)
+        return parked_, open_
 
     details = airflow.wait_for("the approval request", asked, RUN_TIMEOUT)
     assert len(details) == 1 and details[0]["task_instance"]["task_id"] == "approval", details
