@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from airflow_fuse.listing_xml import _ROOT, SCHEMA, Page, _page_from_parsed, parse_list_versions
+from airflow_fuse.mapped import mapped, mapped_table
 
 __all__ = ["LIST_CONCURRENCY", "MAX_PAGES", "SCHEMA", "Chunk", "Listing", "Page", "VersionEntry", "compact",
            "fetch_page", "finish", "iter_object_versions", "iter_pages", "iter_range_versions", "list_entries",
@@ -403,6 +405,63 @@ def _straddle_disordered(before: Chunk, after: Chunk, *, markers_first: bool) ->
     return a_key > b_key
 
 
+GROUP_PAGES = 8  # a range's page chunks are merged into one this many at a time (see ``ChunkGroups``)
+
+
+def merge(chunks: list[Chunk]) -> Chunk:
+    """Consecutive chunks of one walk (keys ascending; a key may go on from one into the next) as one chunk with
+    its columns in one buffer each. Entries are not sorted here (``finish`` does that, knowing every page's order):
+    the flags say whether some key's entries are out of order, across the seams too."""
+    present = [c for c in chunks if c.entries.num_rows]
+    if len(present) <= 1:
+        return present[0] if present else chunks[0]
+    disordered = [any(c.disordered[i] for c in present) for i in (0, 1)]
+    lengths = np.concatenate([c.lengths.to_numpy(zero_copy_only=False) for c in present]).astype(np.int64)
+    seams: list[int] = []  # positions (among all keys) of a key going on from the chunk before
+    at = 0
+    for before, after in zip(present, present[1:], strict=False):
+        at += len(before.keys)
+        if before.keys[-1] == after.keys[0]:
+            for i, markers_first in enumerate((False, True)):
+                disordered[i] = disordered[i] or _straddle_disordered(before, after, markers_first=markers_first)
+            seams.append(at)
+    mask = np.ones(len(lengths), bool)
+    for seam in reversed(seams):  # from the last: a key over three chunks is folded twice, into its first
+        lengths[seam - 1] += lengths[seam]
+        mask[seam] = False
+    keys = pa.concat_arrays([c.keys for c in present])
+    return Chunk(mapped(keys.filter(pa.array(mask)) if seams else keys), pa.array(lengths[mask], pa.int64()),
+                 mapped_table(pa.concat_tables([c.entries for c in present]).combine_chunks()),
+                 (disordered[0], disordered[1]))
+
+
+class ChunkGroups:
+    """A walk's page chunks, merged ``GROUP_PAGES`` at a time as they come (``merge``). Pages are parsed into many
+    small buffers; the listings of concurrent ranges interleave them in memory, so freeing the rows in key order
+    (``Inventory.release_batches``) would leave holes that the plan's larger buffers cannot use. Merged, a range's
+    rows are a few large buffers that go back whole."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
+        self._merged = 0  # chunks[:_merged] are merged groups
+
+    def append(self, chunk: Chunk) -> None:
+        self.chunks.append(chunk)
+        if len(self.chunks) - self._merged >= GROUP_PAGES:
+            self._merge_tail()
+
+    def _merge_tail(self) -> None:
+        if len(self.chunks) - self._merged > 1:
+            self.chunks[self._merged:] = [merge(self.chunks[self._merged:])]
+        self._merged = len(self.chunks)
+
+    def done(self) -> list[Chunk]:
+        """Every chunk, the last pages merged too; the groups are given to the caller."""
+        self._merge_tail()
+        chunks, self.chunks, self._merged = self.chunks, [], 0
+        return chunks
+
+
 def finish(chunks: list[Chunk], orders: set[str]) -> Listing:
     """Chunks in key order (a key's entries may straddle two) as one listing, each key's entries sorted.
     ``chunks`` is emptied: their memory goes to the listing."""
@@ -463,10 +522,11 @@ def list_entries(client: Any, bucket: str, prefix: str, *, page_size: int = 1000
         chunks, orders, ranges = list_ranges(client, bucket, prefix, page_size=page_size, concurrency=concurrency,
                                              on_page=counter)
     else:
-        chunks, orders, ranges = [], set(), 1
+        groups, orders, ranges = ChunkGroups(), set(), 1
         for page in iter_pages(client, bucket, prefix, page_size=page_size, on_page=counter):
-            chunks.append(compact(page.entries))
+            groups.append(compact(page.entries))
             orders.add(page.order)
+        chunks = groups.done()
     pa.default_memory_pool().release_unused()  # what the pages' parsing freed, kept by the allocator
     listing = finish(chunks, orders)
     listing.pages, listing.ranges = counter.pages, ranges

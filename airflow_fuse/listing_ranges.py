@@ -34,7 +34,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_fuse.listing import MAX_PAGES, Chunk, Page, _continuation, compact, fetch_page, list_page, page_of
+from airflow_fuse.listing import (
+    MAX_PAGES,
+    Chunk,
+    ChunkGroups,
+    Page,
+    _continuation,
+    compact,
+    fetch_page,
+    list_page,
+    page_of,
+)
 
 SEQUENTIAL_PAGES = 8  # pages listed one after another before the key space is cut into ranges
 # Guesses probed at once on the first cut (a multiple of the concurrency).
@@ -47,7 +57,7 @@ _LOW, _HIGH = 0x20, 0x7F
 class _Range:
     after: str | None  # exclusive start: None from the start of the prefix
     end: str | None  # inclusive end: None to the end of the prefix
-    chunks: list[Chunk] = field(default_factory=list)
+    chunks: ChunkGroups = field(default_factory=ChunkGroups)
     orders: set[str] = field(default_factory=set)
     kept: str | None = None  # the greatest key listed so far (its entries may go on in the next page)
     markers: tuple[str, str | None] | None = None  # where the next page starts; None before the first
@@ -246,14 +256,12 @@ class _Lister:
             last = self._page(self._fetch(whole.markers))
             self._take(whole, last)
         if whole.done:
-            return whole.chunks, whole.orders, 1
+            return whole.chunks.done(), whole.orders, 1
         with futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="fuse-list") as pool:
             self._first_cut(pool, whole, last)
             self._walk(pool)
         self.ranges.sort(key=lambda r: (r.after is not None, r.after or ""))
-        chunks = [c for r in self.ranges for c in r.chunks]
-        for r in self.ranges:
-            r.chunks = []
+        chunks = [c for r in self.ranges for c in r.chunks.done()]
         orders = {o for r in self.ranges for o in r.orders}
         return chunks, orders, len(self.ranges)
 

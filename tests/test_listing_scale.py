@@ -221,15 +221,16 @@ def test_deleted_keys_come_from_the_columns(s3, bucket):
 
 @given(st.lists(st.tuples(st.sampled_from(["t/a", "t/a+", "t/b", "t/é", "t/z"]), st.booleans(),
                           st.integers(0, 3)), min_size=1, max_size=30),
-       st.lists(st.integers(1, 29), max_size=5))
-def test_pages_cut_anywhere_make_the_same_listing(rows, cuts):
+       st.lists(st.integers(1, 29), max_size=8), st.lists(st.integers(1, 8), max_size=4))
+def test_pages_cut_anywhere_make_the_same_listing(rows, cuts, groups):
     """However the server's pages cut a listing (inside a key's entries too), the chunks make one listing:
-    keys once, each key's entries newest first, as from a single page."""
+    keys once, each key's entries newest first, as from a single page; merged a few pages at a time as a range
+    lists them (``merge``: a key may straddle several pages, out of order across a seam), the same again."""
     from datetime import datetime, timezone
 
     import pyarrow as pa
 
-    from airflow_fuse.listing import SCHEMA, compact, finish
+    from airflow_fuse.listing import SCHEMA, compact, finish, merge
 
     rows = sorted(rows, key=lambda r: r[0])
     when = [datetime(2026, 1, 1, 0, 0, 10 - seconds, tzinfo=timezone.utc) for _, _, seconds in rows]
@@ -239,9 +240,40 @@ def test_pages_cut_anywhere_make_the_same_listing(rows, cuts):
     bounds = sorted({0, len(rows), *(c for c in cuts if c < len(rows))})
     pieces = [compact(table.slice(a, b - a)) for a, b in zip(bounds, bounds[1:], strict=False)]
     whole = finish([compact(table)], {"interleaved"})
+    merged, at = [], 0
+    for size in [*groups, len(pieces)]:
+        if at < len(pieces):
+            merged.append(merge(pieces[at:at + size]))
+            at += size
     cut = finish(pieces, {"interleaved"})
     assert cut.table().equals(whole.table())
+    assert finish(merged, {"interleaved"}).table().equals(whole.table())
     assert cut.keys.to_pylist() == sorted(set(table.column("key").to_pylist()))
     listed = whole.table().to_pylist()
     for a, b in zip(listed, listed[1:], strict=False):
         assert a["key"] < b["key"] or (a["key"] == b["key"] and a["last_modified"] >= b["last_modified"])
+
+
+def test_large_buffers_are_moved_into_maps_of_their_own_and_given_back():
+    """A listing's merged rows live in memory maps (returned to the system when the rows are planned); the values
+    are the same, and a map goes when its array goes."""
+    import gc
+
+    import pyarrow as pa
+
+    from airflow_fuse.mapped import MIN_BYTES, live_maps, mapped_table
+
+    before = live_maps()
+    ids = pa.array([f"{i:032x}" for i in range(5000)])  # 160 kB of text, 20 kB of offsets
+    sizes = pa.array(list(range(5000)), pa.int64())  # 40 kB: stays in Arrow's pool
+    flags = pa.array([i % 3 == 0 for i in range(5000)])
+    moved = mapped_table(pa.table({"id": ids.slice(7), "size": sizes.slice(7), "flag": flags.slice(7)}))
+    assert moved.column("id").equals(pa.chunked_array([ids.slice(7)]))
+    assert moved.column("size").to_pylist() == list(range(7, 5000))
+    assert moved.column("flag").to_pylist() == [i % 3 == 0 for i in range(7, 5000)]
+    assert live_maps() == before + 1 and ids.buffers()[2].size >= MIN_BYTES > sizes.buffers()[1].size
+    assert moved.column("id").chunk(0).buffers()[2].address != ids.buffers()[2].address
+    assert pa.compute.equal(moved.column("id"), ids.slice(7)).to_pylist() == [True] * 4993
+    del moved
+    gc.collect()
+    assert live_maps() == before
