@@ -451,8 +451,10 @@ class ChunkGroups:
             self._merge_tail()
 
     def _merge_tail(self) -> None:
-        if len(self.chunks) - self._merged > 1:
-            self.chunks[self._merged:] = [merge(self.chunks[self._merged:])]
+        tail = [c for c in self.chunks[self._merged:] if len(c.keys)]
+        # Only pages in key order are merged: a server that went backwards is left to ``finish`` (it sorts).
+        if len(tail) > 1 and all(a.keys[-1].as_py() <= b.keys[0].as_py() for a, b in zip(tail, tail[1:], strict=False)):
+            self.chunks[self._merged:] = [merge(tail)]
         self._merged = len(self.chunks)
 
     def done(self) -> list[Chunk]:

@@ -230,7 +230,7 @@ def test_pages_cut_anywhere_make_the_same_listing(rows, cuts, groups):
 
     import pyarrow as pa
 
-    from airflow_fuse.listing import SCHEMA, compact, finish, merge
+    from airflow_fuse.listing import SCHEMA, ChunkGroups, compact, finish, merge
 
     rows = sorted(rows, key=lambda r: r[0])
     when = [datetime(2026, 1, 1, 0, 0, 10 - seconds, tzinfo=timezone.utc) for _, _, seconds in rows]
@@ -245,9 +245,15 @@ def test_pages_cut_anywhere_make_the_same_listing(rows, cuts, groups):
         if at < len(pieces):
             merged.append(merge(pieces[at:at + size]))
             at += size
+    backwards = [*pieces[1:], *pieces[:1]]  # finish empties the list it is given
     cut = finish(pieces, {"interleaved"})
     assert cut.table().equals(whole.table())
     assert finish(merged, {"interleaved"}).table().equals(whole.table())
+    # Pages out of key order (a server going backwards): not merged; finish gives what it gave without groups.
+    shuffled = ChunkGroups()
+    for piece in backwards:
+        shuffled.append(piece)
+    assert finish(shuffled.done(), {"interleaved"}).table().equals(finish(list(backwards), {"interleaved"}).table())
     assert cut.keys.to_pylist() == sorted(set(table.column("key").to_pylist()))
     listed = whole.table().to_pylist()
     for a, b in zip(listed, listed[1:], strict=False):
