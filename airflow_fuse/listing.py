@@ -405,6 +405,22 @@ def _straddle_disordered(before: Chunk, after: Chunk, *, markers_first: bool) ->
     return a_key > b_key
 
 
+def _seams(chunks: list[Chunk]) -> tuple[list[int], bool]:
+    """Where consecutive chunks (each with keys) meet: the positions, among all their keys, of a key going on from
+    the chunk before, and whether the chunks are in key order."""
+    seams: list[int] = []
+    ordered, at, previous = True, 0, None
+    for chunk in chunks:
+        first = chunk.keys[0].as_py()
+        if first == previous:
+            seams.append(at)
+        elif previous is not None and first < previous:
+            ordered = False
+        previous = chunk.keys[-1].as_py()
+        at += len(chunk.keys)
+    return seams, ordered
+
+
 GROUP_PAGES = 8  # a range's page chunks are merged into one this many at a time (see ``ChunkGroups``)
 
 
@@ -417,14 +433,10 @@ def merge(chunks: list[Chunk]) -> Chunk:
         return present[0] if present else chunks[0]
     disordered = [any(c.disordered[i] for c in present) for i in (0, 1)]
     lengths = np.concatenate([c.lengths.to_numpy(zero_copy_only=False) for c in present]).astype(np.int64)
-    seams: list[int] = []  # positions (among all keys) of a key going on from the chunk before
-    at = 0
-    for before, after in zip(present, present[1:], strict=False):
-        at += len(before.keys)
-        if before.keys[-1] == after.keys[0]:
-            for i, markers_first in enumerate((False, True)):
-                disordered[i] = disordered[i] or _straddle_disordered(before, after, markers_first=markers_first)
-            seams.append(at)
+    seams, _ = _seams(present)
+    for before, after in zip(present, present[1:], strict=False):  # False where no key goes on across the seam
+        for i, markers_first in enumerate((False, True)):
+            disordered[i] = disordered[i] or _straddle_disordered(before, after, markers_first=markers_first)
     mask = np.ones(len(lengths), bool)
     for seam in reversed(seams):  # from the last: a key over three chunks is folded twice, into its first
         lengths[seam - 1] += lengths[seam]
@@ -453,7 +465,7 @@ class ChunkGroups:
     def _merge_tail(self) -> None:
         tail = [c for c in self.chunks[self._merged:] if len(c.keys)]
         # Only pages in key order are merged: a server that went backwards is left to ``finish`` (it sorts).
-        if len(tail) > 1 and all(a.keys[-1].as_py() <= b.keys[0].as_py() for a, b in zip(tail, tail[1:], strict=False)):
+        if len(tail) > 1 and _seams(tail)[1]:
             self.chunks[self._merged:] = [merge(tail)]
         self._merged = len(self.chunks)
 
@@ -476,21 +488,13 @@ def finish(chunks: list[Chunk], orders: set[str]) -> Listing:
     disordered = any(c.disordered[markers_first] for c in present) or any(
         _straddle_disordered(x, y, markers_first=markers_first) for x, y in zip(present, present[1:], strict=False))
     # Keys stay in their chunks (no copy: freed page memory would be left as holes between the entries).
+    straddling, ordered = _seams(present)
+    continued = set(straddling)
     key_chunks: list[pa.Array] = []
-    straddling: list[int] = []  # positions, among all chunks' keys, of a key going on from the previous chunk
-    previous: str | None = None
-    ordered = True
     at = 0
     for chunk in present:
-        keys = chunk.keys
-        first = keys[0].as_py()
-        if first == previous:
-            straddling.append(at)
-        elif previous is not None and first < previous:
-            ordered = False
-        key_chunks.append(keys.slice(1) if first == previous else keys)
-        previous = keys[-1].as_py()
-        at += len(keys)
+        key_chunks.append(chunk.keys.slice(1) if at in continued else chunk.keys)
+        at += len(chunk.keys)
     lengths = pa.concat_arrays([c.lengths for c in present])
     entries = pa.concat_tables([c.entries for c in present])
     ends = pc.cumulative_sum(lengths)
